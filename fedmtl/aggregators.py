@@ -1,0 +1,395 @@
+"""Server-side aggregation plug-ins: turn a scope's client deltas into the step the server adds.
+
+Pure tensor math, no federation logic. The engine keeps one aggregator instance per sharing scope
+(common layers over all sampled clients; one per task group for task layers) and calls
+``aggregate(updates, weights)`` with ``updates`` of shape ``[n_clients, P]`` (client model minus
+global model, flattened) and ``weights`` of shape ``[n_clients]`` (sample counts). The returned
+``[P]`` tensor is *added* to the global parameters of that scope.
+
+Stateful server optimisers (FedAdam, FedYogi) keep their moments per instance, which is why the
+engine needs one instance per scope and why they expose ``state_dict``/``load_state_dict`` for
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from fedmtl.errors import CheckpointError, ConfigError, FedMTLError
+
+__all__ = [
+    "AGGREGATORS",
+    "Aggregator",
+    "FedAdam",
+    "FedAvg",
+    "FedProx",
+    "FedYogi",
+    "Median",
+    "TrimmedMean",
+    "coordinate_median",
+    "make_aggregator",
+    "trimmed_mean",
+    "validate_updates",
+    "weighted_mean",
+]
+
+
+@runtime_checkable
+class Aggregator(Protocol):
+    """What the engine needs from an aggregator, one instance per sharing scope."""
+
+    name: str
+    proximal_mu: float
+
+    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Return the ``[P]`` step the server adds to the global params of this scope."""
+        ...
+
+    def state_dict(self) -> dict[str, torch.Tensor | float | int]:
+        """Everything needed to resume bit-identically (server-optimiser moments, step count)."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def validate_updates(name: str, updates: torch.Tensor, weights: torch.Tensor) -> None:
+    """Reject inputs that would silently poison the global model; messages name the aggregator.
+
+    Raises :class:`FedMTLError` if ``updates`` is not a 2-D floating tensor with at least one
+    client, ``weights`` is not 1-D with one finite, non-negative entry per client, the total
+    weight is not positive, or any client's update contains NaN/Inf.
+    """
+    if not isinstance(updates, torch.Tensor) or updates.dim() != 2:
+        shape = tuple(updates.shape) if isinstance(updates, torch.Tensor) else type(updates).__name__
+        raise FedMTLError(f"aggregator {name!r}: updates must be a 2-D [n_clients, P] tensor, got {shape}")
+    if not updates.is_floating_point():
+        raise FedMTLError(f"aggregator {name!r}: updates must be floating point, got {updates.dtype}")
+    n = updates.shape[0]
+    if n == 0:
+        raise FedMTLError(f"aggregator {name!r}: no client updates to aggregate (n_clients = 0)")
+    if not isinstance(weights, torch.Tensor) or weights.dim() != 1 or weights.shape[0] != n:
+        shape = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
+        raise FedMTLError(
+            f"aggregator {name!r}: weights must be a 1-D tensor with one entry per client ({n}), got {shape}"
+        )
+    w = weights.double()
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise FedMTLError(
+            f"aggregator {name!r}: weights must be finite and non-negative, got {weights.tolist()}"
+        )
+    total = float(w.sum())
+    if not total > 0:
+        raise FedMTLError(f"aggregator {name!r}: total client weight must be positive, got {total}")
+    bad = int((~torch.isfinite(updates)).any(dim=1).sum())
+    if bad:
+        raise FedMTLError(
+            f"aggregator {name!r}: {bad} of {n} client(s) sent non-finite values (NaN/Inf) in their update"
+        )
+
+
+def weighted_mean(updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sample-weighted mean over clients: ``sum_m N_m * delta_m / sum_m N_m`` (paper eq. 1/2).
+
+    Inputs are assumed valid (see :func:`validate_updates`). Normalising the weights first keeps
+    the result in ``updates.dtype`` without building an ``[n, P]`` weighted copy.
+    """
+    w = weights.to(dtype=updates.dtype, device=updates.device)
+    return (w / w.sum()) @ updates
+
+
+def coordinate_median(updates: torch.Tensor) -> torch.Tensor:
+    """Unweighted coordinate-wise median over clients.
+
+    For an even number of clients this is the *true* median, the mean of the two middle values;
+    ``torch.median`` would return the lower one, which biases the step towards negative values.
+    """
+    n = updates.shape[0]
+    ordered = torch.sort(updates, dim=0).values
+    mid = n // 2
+    if n % 2:
+        return ordered[mid].clone()
+    return (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def trimmed_mean(updates: torch.Tensor, beta: float) -> torch.Tensor:
+    """Unweighted coordinate-wise trimmed mean: drop ``floor(beta * n)`` smallest and largest values.
+
+    A tiny epsilon guards ``floor`` against products like ``0.29 * 100 = 28.999...``.
+    Raises :class:`FedMTLError` if the trimming would leave no value to average.
+    """
+    n = updates.shape[0]
+    k = math.floor(beta * n + 1e-9)
+    if n - 2 * k <= 0:
+        raise FedMTLError(
+            f"trimmed mean with beta={beta} removes all {n} client updates (trims {k} per side)"
+        )
+    if k == 0:
+        return updates.mean(dim=0)
+    ordered = torch.sort(updates, dim=0).values
+    return ordered[k : n - k].mean(dim=0)
+
+
+def _float_option(
+    agg: str, key: str, value: Any, *, lo: float, hi: float | None, hi_open: bool, lo_open: bool = False
+) -> float:
+    """Coerce a numeric option and check its range, raising a one-line :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"aggregator {agg!r}: option {key!r} must be a number, got {value!r}")
+    v = float(value)
+    lo_ok = v > lo if lo_open else v >= lo
+    hi_ok = hi is None or (v < hi if hi_open else v <= hi)
+    if not (math.isfinite(v) and lo_ok and hi_ok):
+        left = "(" if lo_open else "["
+        right = "inf)" if hi is None else (f"{hi:g})" if hi_open else f"{hi:g}]")
+        raise ConfigError(
+            f"aggregator {agg!r}: option {key!r} must be in {left}{lo:g}, {right}, got {value!r}"
+        )
+    return v
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregators
+# --------------------------------------------------------------------------------------------
+
+
+class _Stateless:
+    """Shared plumbing for aggregators with no server-side state (nothing to checkpoint)."""
+
+    name: str = ""
+    proximal_mu: float = 0.0
+
+    def state_dict(self) -> dict[str, torch.Tensor | float | int]:
+        """Nothing to save: the result depends only on the current round's updates."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Accept only an empty state, so a checkpoint from a stateful aggregator is not silently dropped."""
+        if state:
+            raise CheckpointError(
+                f"aggregator {self.name!r} is stateless but the checkpoint holds keys {sorted(state)}"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class FedAvg(_Stateless):
+    """McMahan et al. FedAvg: the sample-weighted mean of client deltas, applied as-is."""
+
+    name = "fedavg"
+
+    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weighted mean of the client deltas (server learning rate 1)."""
+        validate_updates(self.name, updates, weights)
+        return weighted_mean(updates, weights)
+
+
+class FedProx(FedAvg):
+    """Li et al. FedProx: FedAvg on the server; the engine adds ``mu/2 ||w - w_global||^2`` client-side."""
+
+    name = "fedprox"
+
+    def __init__(self, mu: float = 0.01) -> None:
+        self.proximal_mu = _float_option(self.name, "mu", mu, lo=0.0, hi=None, hi_open=True)
+
+    @property
+    def mu(self) -> float:
+        """Alias of :attr:`proximal_mu`, the name used in the paper and the config."""
+        return self.proximal_mu
+
+    def __repr__(self) -> str:
+        return f"FedProx(mu={self.proximal_mu})"
+
+
+class _AdaptiveServerOpt:
+    """Reddi et al. (2021) "Adaptive Federated Optimization" server optimisers.
+
+    ``delta`` is the weighted mean client update; ``m = b1 m + (1 - b1) delta``; the second moment
+    ``v`` is updated by :meth:`_second_moment`; the step is ``lr * m / (sqrt(v) + tau)``.
+    Following the paper (Algorithm 2): no bias correction, ``m0 = 0`` and ``v0 = tau**2``.
+    State is created lazily on the first call because ``P`` is only known then; a later call
+    with a different ``P`` is an error rather than a silent reset.
+    """
+
+    name: str = ""
+    proximal_mu: float = 0.0
+
+    def __init__(self, lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> None:
+        self.lr = _float_option(self.name, "lr", lr, lo=0.0, hi=None, hi_open=True, lo_open=True)
+        self.beta1 = _float_option(self.name, "beta1", beta1, lo=0.0, hi=1.0, hi_open=True)
+        self.beta2 = _float_option(self.name, "beta2", beta2, lo=0.0, hi=1.0, hi_open=True)
+        self.tau = _float_option(self.name, "tau", tau, lo=0.0, hi=None, hi_open=True, lo_open=True)
+        self.m: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.step_count = 0
+
+    def _second_moment(self, v: torch.Tensor, delta_sq: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """One server-optimiser step on the weighted mean update; returns ``lr * m / (sqrt(v) + tau)``."""
+        validate_updates(self.name, updates, weights)
+        delta = weighted_mean(updates, weights)
+        p = delta.shape[0]
+        if self.m is None or self.v is None:
+            self.m = torch.zeros_like(delta)
+            self.v = torch.full_like(delta, self.tau**2)
+        elif self.m.shape[0] != p:
+            raise FedMTLError(
+                f"aggregator {self.name!r}: update has {p} parameters but the optimiser state has "
+                f"{self.m.shape[0]}; use one aggregator instance per sharing scope"
+            )
+        m = self.m.to(delta)
+        v = self.v.to(delta)
+        m = self.beta1 * m + (1.0 - self.beta1) * delta
+        v = self._second_moment(v, delta * delta)
+        self.m, self.v = m, v
+        self.step_count += 1
+        return self.lr * m / (torch.sqrt(v) + self.tau)
+
+    def state_dict(self) -> dict[str, torch.Tensor | float | int]:
+        """Moments (cloned, so later steps do not alter a saved checkpoint) and the step count."""
+        state: dict[str, torch.Tensor | float | int] = {"step": self.step_count}
+        if self.m is not None and self.v is not None:
+            state["m"] = self.m.detach().clone()
+            state["v"] = self.v.detach().clone()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore moments and step count so the next step is bit-identical to an uninterrupted run."""
+        unknown = sorted(set(state) - {"step", "m", "v"})
+        if unknown:
+            raise CheckpointError(
+                f"aggregator {self.name!r}: unknown state keys {unknown} (known: m, v, step)"
+            )
+        if "step" not in state:
+            raise CheckpointError(f"aggregator {self.name!r}: state is missing 'step'")
+        has_m, has_v = "m" in state, "v" in state
+        if has_m != has_v:
+            raise CheckpointError(f"aggregator {self.name!r}: state must hold both 'm' and 'v' or neither")
+        step = state["step"]
+        step = int(step.item()) if isinstance(step, torch.Tensor) else step
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise CheckpointError(
+                f"aggregator {self.name!r}: 'step' must be a non-negative int, got {step!r}"
+            )
+        if has_m:
+            m, v = state["m"], state["v"]
+            if (
+                not (isinstance(m, torch.Tensor) and isinstance(v, torch.Tensor))
+                or m.dim() != 1
+                or m.shape != v.shape
+            ):
+                raise CheckpointError(
+                    f"aggregator {self.name!r}: 'm' and 'v' must be 1-D tensors of equal shape"
+                )
+            self.m, self.v = m.detach().clone(), v.detach().clone()
+        else:
+            self.m = self.v = None
+        self.step_count = step
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(lr={self.lr}, beta1={self.beta1}, beta2={self.beta2}, tau={self.tau})"
+
+
+class FedAdam(_AdaptiveServerOpt):
+    """FedAdam: Adam-style second moment ``v = b2 v + (1 - b2) delta**2``."""
+
+    name = "fedadam"
+
+    def _second_moment(self, v: torch.Tensor, delta_sq: torch.Tensor) -> torch.Tensor:
+        return self.beta2 * v + (1.0 - self.beta2) * delta_sq
+
+
+class FedYogi(_AdaptiveServerOpt):
+    """FedYogi: ``v = v - (1 - b2) delta**2 sign(v - delta**2)``, so ``v`` grows additively, not by ratio."""
+
+    name = "fedyogi"
+
+    def _second_moment(self, v: torch.Tensor, delta_sq: torch.Tensor) -> torch.Tensor:
+        return v - (1.0 - self.beta2) * delta_sq * torch.sign(v - delta_sq)
+
+
+class Median(_Stateless):
+    """Coordinate-wise median over clients (unweighted): robust to a minority of outlier clients."""
+
+    name = "median"
+
+    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """True median per coordinate (mean of the two middle values for an even client count)."""
+        validate_updates(self.name, updates, weights)
+        return coordinate_median(updates)
+
+
+class TrimmedMean(_Stateless):
+    """Coordinate-wise trimmed mean (unweighted): drops the ``floor(beta * n)`` extremes on each side."""
+
+    name = "trimmed_mean"
+
+    def __init__(self, beta: float = 0.1) -> None:
+        self.beta = _float_option(self.name, "beta", beta, lo=0.0, hi=0.5, hi_open=True)
+
+    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Mean of the values left per coordinate after trimming both tails."""
+        validate_updates(self.name, updates, weights)
+        try:
+            return trimmed_mean(updates, self.beta)
+        except FedMTLError as exc:
+            raise FedMTLError(f"aggregator {self.name!r}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"TrimmedMean(beta={self.beta})"
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+AGGREGATORS: dict[str, type] = {
+    "fedavg": FedAvg,
+    "fedprox": FedProx,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "median": Median,
+    "trimmed_mean": TrimmedMean,
+}
+
+
+def _options(cls: type) -> list[str]:
+    """Keyword options a class's constructor accepts (empty for stateless ones without ``__init__``)."""
+    if cls.__init__ is object.__init__:
+        return []
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def make_aggregator(name: str, **kwargs: Any) -> Aggregator:
+    """Build a registered aggregator from config, raising a one-line :class:`ConfigError` on bad input.
+
+    Names are matched case-insensitively with ``-`` treated as ``_`` (``"Trimmed-Mean"`` works).
+    """
+    known = ", ".join(AGGREGATORS)
+    if not isinstance(name, str):
+        raise ConfigError(f"aggregator name must be a string, got {name!r} (known: {known})")
+    key = name.strip().lower().replace("-", "_")
+    cls = AGGREGATORS.get(key)
+    if cls is None:
+        raise ConfigError(f"unknown aggregator {name!r} (known: {known})")
+    options = _options(cls)
+    for opt in kwargs:
+        if opt not in options:
+            listed = ", ".join(options) if options else "none"
+            raise ConfigError(f"aggregator {key!r}: unknown option {opt!r} (known: {listed})")
+    return cls(**kwargs)

@@ -1,0 +1,282 @@
+"""How the local SGD of many clients is computed: one protocol, three implementations.
+
+- ``StackedMLP``: the fast path for ReLU MLP heads (the paper's models). Client weights are stacked into
+  ``[C, in, out]`` tensors; every step is a handful of batched matmuls over all clients, the backward pass is
+  written out by hand and the SGD update lands in place in the weights (``baddbmm_``), so no gradient tensor is
+  ever materialised.
+- ``VmapBackend``: any ``torch.nn.Module`` head, vectorised with ``torch.func.vmap(grad(...))``.
+- ``LoopBackend``: a plain per-client loop with ``nn.Module`` + ``torch.optim.SGD``; the baseline the others are
+  measured and checked against.
+
+All three consume the same :class:`~fedmtl.schedule.BatchSchedule`, so they follow the same trajectory.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from fedmtl.losses import loss_grad, loss_value
+from fedmtl.schedule import BatchSchedule
+
+__all__ = ["LocalSGD", "Backend", "StackedMLP", "VmapBackend", "LoopBackend", "make_backend", "BACKENDS"]
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass
+class LocalSGD:
+    """Hyper-parameters and per-client state of one local-training phase.
+
+    ``update`` names the parameters that move in this phase (others still pass gradients through); ``buffers``
+    holds momentum buffers for them; ``prox`` maps a parameter to its FedProx coefficient and ``anchors`` to the
+    global value it is pulled towards.
+    """
+
+    lr: float
+    momentum: float
+    loss: str
+    update: list[str]
+    buffers: Params = field(default_factory=dict)
+    prox: dict[str, float] = field(default_factory=dict)
+    anchors: Params = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+
+    def to_native(self, name: str, value: torch.Tensor) -> torch.Tensor: ...
+
+    def from_native(self, name: str, value: torch.Tensor) -> torch.Tensor: ...
+
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor: ...
+
+    def train(
+        self, params: Params, x: torch.Tensor, y: torch.Tensor, schedule: BatchSchedule, sgd: LocalSGD
+    ) -> None: ...
+
+
+def _gather(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    return t.index_select(0, rows.reshape(-1)).view(*rows.shape, *t.shape[1:])
+
+
+def _step_factors(sgd: LocalSGD, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-client learning rate and momentum that freeze clients which have finished their steps."""
+    act = active.float().view(-1, 1, 1)
+    return act * sgd.lr, torch.where(act > 0, sgd.momentum, 1.0)
+
+
+class StackedMLP:
+    """Batched matmuls over stacked client weights with a hand-written backward and fused in-place SGD."""
+
+    name = "stacked"
+
+    def __init__(self, head: nn.Sequential) -> None:
+        self.layers: list[tuple[str, str]] = []
+        for child_name, child in head.named_children():
+            if isinstance(child, nn.Linear):
+                if child.bias is None:
+                    raise TypeError("StackedMLP needs Linear layers with a bias")
+                self.layers.append((f"{child_name}.weight", f"{child_name}.bias"))
+            elif not isinstance(child, nn.ReLU):
+                raise TypeError(f"StackedMLP supports Linear and ReLU layers, not {type(child).__name__}")
+        names = [type(c).__name__ for c in head.children()]
+        expected = ["Linear" if i % 2 == 0 else "ReLU" for i in range(len(names))]
+        if names != expected or names[-1] != "Linear":
+            raise TypeError(f"StackedMLP needs alternating Linear/ReLU ending in Linear, got {names}")
+
+    @staticmethod
+    def supports(head: nn.Module) -> bool:
+        try:
+            StackedMLP(head)  # type: ignore[arg-type]
+        except TypeError:
+            return False
+        return isinstance(head, nn.Sequential)
+
+    def to_native(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        return value.t().contiguous() if name.endswith(".weight") else value.clone()
+
+    def from_native(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        return value.transpose(-1, -2).contiguous() if name.endswith(".weight") else value.clone()
+
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for i, (w, b) in enumerate(self.layers):
+            h = torch.baddbmm(params[b].unsqueeze(1), h, params[w])
+            if i < len(self.layers) - 1:
+                h = h.relu_()
+        return h
+
+    def train(self, params: Params, x: torch.Tensor, y: torch.Tensor, schedule: BatchSchedule, sgd: LocalSGD) -> None:
+        update = set(sgd.update)
+        last = len(self.layers) - 1
+        with torch.no_grad():
+            for s in range(schedule.steps):
+                rows = schedule.rows[s]
+                inputs = [_gather(x, rows)]
+                for i, (w, b) in enumerate(self.layers):
+                    z = torch.baddbmm(params[b].unsqueeze(1), inputs[-1], params[w])
+                    inputs.append(z.relu_() if i < last else z)
+                dz = loss_grad(sgd.loss, inputs.pop(), _gather(y, rows), schedule.weight[s])
+                lr, mom = _step_factors(sgd, schedule.active[s])
+                for i in range(last, -1, -1):
+                    w, b = self.layers[i]
+                    h_in = inputs[i]
+                    dh = torch.bmm(dz, params[w].transpose(1, 2)) if i > 0 else None
+                    if w in update:
+                        self._apply(params, w, h_in.transpose(1, 2), dz, lr, mom, sgd)
+                    if b in update:
+                        self._apply(params, b, None, dz.sum(1), lr.squeeze(-1), mom.squeeze(-1), sgd)
+                    if dh is not None:
+                        dz = dh.mul_(h_in > 0)
+
+    @staticmethod
+    def _apply(params: Params, name: str, left: torch.Tensor | None, right: torch.Tensor,
+               lr: torch.Tensor, mom: torch.Tensor, sgd: LocalSGD) -> None:
+        """p -= lr * (grad + prox), with grad = left @ right (weights) or right (biases), never materialised
+        when there is neither momentum nor a proximal term."""
+        p = params[name]
+        mu = sgd.prox.get(name, 0.0)
+        if sgd.momentum == 0.0:
+            if mu:
+                p.addcmul_(p - sgd.anchors[name], lr * mu, value=-1.0)
+            if left is None:
+                p.addcmul_(right, lr, value=-1.0)
+            else:
+                p.baddbmm_(left, right * lr, alpha=-1.0)
+            return
+        buf = sgd.buffers[name]
+        buf.mul_(mom)
+        if left is None:
+            buf.add_(right)
+        else:
+            buf.baddbmm_(left, right)
+        if mu:
+            buf.addcmul_(p - sgd.anchors[name], (lr > 0).float() * mu)
+        p.addcmul_(buf, lr, value=-1.0)
+
+
+class VmapBackend:
+    """Any module: ``vmap(grad(loss))`` over the client dimension of stacked parameters."""
+
+    name = "vmap"
+
+    def __init__(self, head: nn.Module) -> None:
+        if any(True for _ in head.buffers()):
+            raise TypeError("VmapBackend does not support modules with buffers (e.g. BatchNorm statistics)")
+        self.head = head
+
+    def to_native(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    def from_native(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    def _forward_one(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self.head, params, (x,))
+
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.func.vmap(self._forward_one)(params, x)
+
+    def train(self, params: Params, x: torch.Tensor, y: torch.Tensor, schedule: BatchSchedule, sgd: LocalSGD) -> None:
+        trainable = list(sgd.update)
+        frozen = {n: t for n, t in params.items() if n not in sgd.update}
+
+        def client_loss(p: Params, fixed: Params, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+            logits = self._forward_one({**p, **fixed}, xb)
+            return loss_value(sgd.loss, logits.unsqueeze(0), yb.unsqueeze(0), wb.unsqueeze(0))
+
+        grad_fn = torch.func.vmap(torch.func.grad(client_loss))
+        for s in range(schedule.steps):
+            rows = schedule.rows[s]
+            current = {n: params[n] for n in trainable}
+            grads = grad_fn(current, frozen, _gather(x, rows), _gather(y, rows), schedule.weight[s])
+            lr, mom = _step_factors(sgd, schedule.active[s])
+            with torch.no_grad():
+                for n in trainable:
+                    p, g = params[n], grads[n]
+                    shape = (-1,) + (1,) * (p.dim() - 1)
+                    lr_n, mom_n = lr.view(shape), mom.view(shape)
+                    mu = sgd.prox.get(n, 0.0)
+                    if mu:
+                        g = g + mu * (p - sgd.anchors[n])
+                    if sgd.momentum:
+                        buf = sgd.buffers[n].mul_(mom_n).add_(g * (lr_n > 0))
+                        p.addcmul_(buf, lr_n, value=-1.0)
+                    else:
+                        p.addcmul_(g, lr_n, value=-1.0)
+
+
+class LoopBackend:
+    """The plain baseline: one ``nn.Module`` and one ``torch.optim.SGD`` per client, clients one after another."""
+
+    name = "loop"
+
+    def __init__(self, head: nn.Module) -> None:
+        self.module = copy.deepcopy(head)
+
+    def to_native(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    def from_native(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        return value.clone()
+
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.stack([torch.func.functional_call(self.module, {n: t[c] for n, t in params.items()}, (x[c],))
+                                for c in range(x.shape[0])])
+
+    def train(self, params: Params, x: torch.Tensor, y: torch.Tensor, schedule: BatchSchedule, sgd: LocalSGD) -> None:
+        module = self.module
+        named = dict(module.named_parameters())
+        for p in named.values():
+            p.requires_grad_(False)
+        for n in sgd.update:
+            named[n].requires_grad_(True)
+        steps = schedule.client_steps()
+        for c in range(schedule.rows.shape[1]):
+            with torch.no_grad():
+                for n, p in named.items():
+                    p.copy_(params[n][c])
+            opt = torch.optim.SGD([named[n] for n in sgd.update], lr=sgd.lr, momentum=sgd.momentum)
+            if sgd.momentum:
+                for n in sgd.update:
+                    opt.state[named[n]]["momentum_buffer"] = sgd.buffers[n][c].clone()
+            for s in range(int(steps[c])):
+                rows = schedule.rows[s, c]
+                logits = module(x.index_select(0, rows))
+                loss = loss_value(sgd.loss, logits.unsqueeze(0), y.index_select(0, rows).unsqueeze(0),
+                                  schedule.weight[s, c].unsqueeze(0))
+                for n, mu in sgd.prox.items():
+                    if n in sgd.update:
+                        loss = loss + 0.5 * mu * (named[n] - sgd.anchors[n][c]).pow(2).sum()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                for n in sgd.update:
+                    params[n][c].copy_(named[n])
+                    if sgd.momentum:
+                        sgd.buffers[n][c].copy_(opt.state[named[n]]["momentum_buffer"])
+
+
+BACKENDS = {"stacked": StackedMLP, "vmap": VmapBackend, "loop": LoopBackend}
+
+
+def make_backend(name: str, head: nn.Module) -> Backend:
+    """``auto`` picks the stacked fast path when the head is a ReLU MLP and falls back to vmap otherwise."""
+    from fedmtl.errors import ConfigError
+
+    if name == "auto":
+        return StackedMLP(head) if StackedMLP.supports(head) else VmapBackend(head)  # type: ignore[arg-type]
+    if name not in BACKENDS:
+        raise ConfigError(f"backend {name!r} is unknown (known: auto, {', '.join(BACKENDS)})")
+    try:
+        return BACKENDS[name](head)
+    except TypeError as exc:
+        raise ConfigError(f"backend {name!r} cannot run this model: {exc}") from None

@@ -1,0 +1,308 @@
+"""The in-process simulation engine: Algorithm 1 of the paper, all sampled clients of a round trained together.
+
+State lives where the paper puts it: one copy of the common layers, one copy of the task layers per task
+group, one copy of the personal layers per client. Each round samples K clients per task group, assembles
+their models as client-stacked tensors, runs the local SGD of all of them at once through a backend, and
+aggregates: common layers over all sampled clients (eq. 1), task layers inside each group (eq. 2). Personal
+layers are written back to their client and never reach an aggregator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from fedmtl.backends import LocalSGD, make_backend
+from fedmtl.checkpoint import load_checkpoint, save_checkpoint
+from fedmtl.config import TrainConfig
+from fedmtl.errors import CheckpointError
+from fedmtl.federation import Federation
+from fedmtl.layers import LayerSpec, LayerType, partition
+from fedmtl.losses import correct_and_count
+from fedmtl.metrics import summarize
+from fedmtl.schedule import make_schedule
+
+__all__ = ["Simulation", "split_stem"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+Params = dict[str, torch.Tensor]
+
+
+def split_stem(model: nn.Module, types: dict[str, LayerType]) -> tuple[nn.Module | None, nn.Module]:
+    """Split off the leading frozen part of a Sequential model so its output can be computed once.
+
+    Pre-trained layers never change, so running them every step would only repeat the same work.
+    """
+    if not isinstance(model, nn.Sequential):
+        return None, model
+    children = list(model.named_children())
+    cut = 0
+    for name, child in children:
+        params = [f"{name}.{p}" for p, _ in child.named_parameters()]
+        if any(types[p] is not LayerType.PRETRAINED for p in params):
+            break
+        cut += 1
+    if cut == 0:
+        return None, model
+    return nn.Sequential(OrderedDict(children[:cut])).eval(), nn.Sequential(OrderedDict(children[cut:]))
+
+
+class Simulation:
+    """A federation being trained; ``run()`` trains round after round, checkpointing after each one."""
+
+    def __init__(self, model: nn.Module, spec: LayerSpec, federation: Federation, config: TrainConfig, *,
+                 checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
+        self.config = config
+        self.federation = federation
+        self.spec = spec
+        types = partition(model, spec).types
+        stem, head = split_stem(model, types)
+        self.stem = stem
+        self.backend = make_backend(config.backend, head)
+        head_params = dict(head.named_parameters())
+        self.types = {n: types[n] for n in head_params}
+        native = {n: self.backend.to_native(n, p.detach()) for n, p in head_params.items()}
+        self.names = {t: [n for n, nt in self.types.items() if nt is t] for t in LayerType}
+
+        m, t = len(federation), len(federation.tasks)
+        self.frozen: Params = {n: native[n] for n in self.names[LayerType.PRETRAINED]}
+        self.common: Params = {n: native[n].clone() for n in self.names[LayerType.COMMON]}
+        self.task: Params = {n: native[n].unsqueeze(0).repeat(t, *[1] * native[n].dim())
+                             for n in self.names[LayerType.TASK]}
+        self.personal: Params = {n: native[n].unsqueeze(0).repeat(m, *[1] * native[n].dim())
+                                 for n in self.names[LayerType.PERSONAL]}
+        self.buffers: Params = {}
+        if config.keep_optimizer_state and config.momentum:
+            self.buffers = {n: torch.zeros(m, *native[n].shape) for n in self._trainable()}
+        self.agg_common = config.make_aggregator("common")
+        self.agg_task = [config.make_aggregator("task") for _ in federation.tasks]
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.round_index = 0
+        self.history: list[dict[str, Any]] = []
+        self.timings: list[float] = []
+        self._prepare_data()
+        self.fingerprint = self._fingerprint(model)
+        self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            self.load_state_dict(load_checkpoint(self.checkpoint_path))
+
+    # ------------------------------------------------------------------ data
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stem is None:
+            return x.float()
+        with torch.no_grad():
+            return torch.cat([self.stem(chunk.float()) for chunk in x.split(4096)]) if len(x) else x.float()
+
+    def _prepare_data(self) -> None:
+        clients = self.federation.clients
+        self.x_train = torch.cat([self._features(c.x_train) for c in clients])
+        self.y_train = torch.cat([c.y_train for c in clients])
+        self.n_train = torch.tensor([c.num_train for c in clients], dtype=torch.int64)
+        self.offsets = torch.cumsum(self.n_train, 0) - self.n_train
+        n_test = max(c.num_test for c in clients)
+        feats = [self._features(c.x_test) for c in clients]
+        self.x_test = torch.zeros(len(clients), n_test, *self.x_train.shape[1:])
+        self.y_test = torch.zeros(len(clients), n_test, *clients[0].y_test.shape[1:], dtype=clients[0].y_test.dtype)
+        self.test_valid = torch.zeros(len(clients), n_test, dtype=torch.bool)
+        for i, (c, f) in enumerate(zip(clients, feats, strict=True)):
+            self.x_test[i, : c.num_test] = f
+            self.y_test[i, : c.num_test] = c.y_test
+            self.test_valid[i, : c.num_test] = True
+
+    def _fingerprint(self, model: nn.Module) -> str:
+        """What a checkpoint must match to be resumed: config (minus run length and threads), model, data."""
+        cfg = self.config.to_dict()
+        for key in ("rounds", "threads", "eval_every"):
+            cfg.pop(key)
+        h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
+        h.update(json.dumps(self.spec.describe(), sort_keys=True).encode())
+        for name, p in model.named_parameters():
+            h.update(name.encode())
+            h.update(str(tuple(p.shape)).encode())
+        for c in self.federation.clients:
+            h.update(f"{c.id}|{c.task}|{c.num_train}|{c.num_test}".encode())
+        h.update(self.x_train.numpy().tobytes()[:1 << 20])
+        return h.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ model assembly
+    def _trainable(self) -> list[str]:
+        return [n for n, t in self.types.items() if t is not LayerType.PRETRAINED]
+
+    def _assemble(self, clients: torch.Tensor, *, copy: bool) -> Params:
+        """Client-stacked parameters: common broadcast, task gathered by group, personal gathered by client."""
+        c = len(clients)
+        tasks = self.federation.task_index[clients]
+        out: Params = {}
+        for n, t in self.types.items():
+            if t is LayerType.PRETRAINED:
+                out[n] = self.frozen[n].expand(c, *self.frozen[n].shape)
+            elif t is LayerType.COMMON:
+                value = self.common[n].expand(c, *self.common[n].shape)
+                out[n] = value.clone() if copy else value
+            elif t is LayerType.TASK:
+                out[n] = self.task[n].index_select(0, tasks)
+            else:
+                out[n] = self.personal[n].index_select(0, clients)
+        return out
+
+    def client_state_dict(self, client_id: str) -> dict[str, torch.Tensor]:
+        """The full model of one client (its common + its task + its personal layers) in torch layout."""
+        index = [c.id for c in self.federation.clients].index(client_id)
+        params = self._assemble(torch.tensor([index]), copy=False)
+        return {n: self.backend.from_native(n, p[0]) for n, p in params.items()}
+
+    # ------------------------------------------------------------------ one round
+    def sample_clients(self) -> torch.Tensor:
+        """K clients per task group without replacement, from the run's generator (so resumable)."""
+        k = self.config.clients_per_task
+        chosen: list[int] = []
+        for task in self.federation.tasks:
+            members = self.federation.members(task)
+            if k == "all" or k >= len(members):
+                chosen.extend(members)
+            else:
+                pick = torch.randperm(len(members), generator=self.generator)[:k]
+                chosen.extend(members[i] for i in sorted(pick.tolist()))
+        return torch.tensor(sorted(chosen), dtype=torch.int64)
+
+    def _local_training(self, clients: torch.Tensor, params: Params) -> None:
+        cfg = self.config
+        prox = {}
+        for scope, layer_type in (("common", LayerType.COMMON), ("task", LayerType.TASK)):
+            mu = (self.agg_common if scope == "common" else self.agg_task[0]).proximal_mu
+            prox.update({n: mu for n in self.names[layer_type] if mu})
+        anchors = {n: params[n].clone() for n in prox}
+        if self.buffers:
+            buffers = {n: b.index_select(0, clients) for n, b in self.buffers.items()}
+        else:
+            buffers = {n: torch.zeros_like(params[n]) for n in self._trainable()} if cfg.momentum else {}
+        for phase in cfg.local_phases():
+            update = [n for n in self._trainable() if self.types[n].value in phase.layers]
+            schedule = make_schedule(self.n_train[clients], self.offsets[clients], cfg.batch_size, phase.epochs,
+                                     self.generator)
+            sgd = LocalSGD(lr=cfg.lr, momentum=cfg.momentum, loss=cfg.loss, update=update, buffers=buffers,
+                           prox=prox, anchors=anchors)
+            self.backend.train(params, self.x_train, self.y_train, schedule, sgd)
+        if self.buffers:
+            for n, b in buffers.items():
+                self.buffers[n][clients] = b
+
+    @staticmethod
+    def _flat_deltas(params: Params, names: list[str], rows: torch.Tensor | None, base: Params,
+                     base_index: int | None) -> torch.Tensor:
+        parts = []
+        for n in names:
+            local = params[n] if rows is None else params[n][rows]
+            ref = base[n] if base_index is None else base[n][base_index]
+            parts.append((local - ref).reshape(local.shape[0], -1))
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def _apply_step(step: torch.Tensor, names: list[str], target: Params, index: int | None) -> None:
+        offset = 0
+        for n in names:
+            dest = target[n] if index is None else target[n][index]
+            size = dest.numel()
+            dest.add_(step[offset: offset + size].view_as(dest))
+            offset += size
+
+    def _aggregate(self, clients: torch.Tensor, params: Params) -> None:
+        weights = self.n_train[clients].float()
+        common = self.names[LayerType.COMMON]
+        if common:
+            deltas = self._flat_deltas(params, common, None, self.common, None)
+            self._apply_step(self.agg_common.aggregate(deltas, weights), common, self.common, None)
+        task_names = self.names[LayerType.TASK]
+        if task_names:
+            tasks = self.federation.task_index[clients]
+            for t in tasks.unique().tolist():
+                rows = (tasks == t).nonzero().squeeze(1)
+                deltas = self._flat_deltas(params, task_names, rows, self.task, t)
+                self._apply_step(self.agg_task[t].aggregate(deltas, weights[rows]), task_names, self.task, t)
+        for n in self.names[LayerType.PERSONAL]:
+            self.personal[n][clients] = params[n]
+
+    def step(self) -> None:
+        """One round of Algorithm 1 (without evaluation)."""
+        clients = self.sample_clients()
+        params = self._assemble(clients, copy=True)
+        self._local_training(clients, params)
+        self._aggregate(clients, params)
+        self.round_index += 1
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, chunk: int = 64) -> dict[str, Any]:
+        """Every client's own model on its own test data."""
+        m = len(self.federation)
+        correct = torch.zeros(m, dtype=torch.int64)
+        total = torch.zeros(m, dtype=torch.int64)
+        for start in range(0, m, chunk):
+            idx = torch.arange(start, min(m, start + chunk))
+            logits = self.backend.forward(self._assemble(idx, copy=False), self.x_test[idx])
+            c, t = correct_and_count(self.config.loss, logits, self.y_test[idx], self.test_valid[idx])
+            correct[idx], total[idx] = c, t
+        clients = self.federation.clients
+        return summarize(correct, total, [c.id for c in clients], [c.task for c in clients])
+
+    # ------------------------------------------------------------------ the run
+    def run(self, rounds: int | None = None, *, progress: bool = True, desc: str = "rounds") -> list[dict[str, Any]]:
+        """Train up to ``rounds`` (default: config.rounds) rounds, evaluating and checkpointing after each."""
+        target = self.config.rounds if rounds is None else rounds
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+        bar = tqdm(total=target, initial=self.round_index, desc=desc, disable=not progress, leave=False)
+        while self.round_index < target:
+            start = time.perf_counter()
+            self.step()
+            self.timings.append(time.perf_counter() - start)
+            if self.round_index % self.config.eval_every == 0 or self.round_index == target:
+                metrics = self.evaluate()
+                self.history.append({"round": self.round_index, **metrics})
+                bar.set_postfix(acc=f"{metrics['accuracy']:.2f}")
+            if self.checkpoint_path is not None:
+                save_checkpoint(self.checkpoint_path, self.state_dict())
+            bar.update(1)
+        bar.close()
+        return self.history
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "fingerprint": self.fingerprint,
+            "round": self.round_index,
+            "common": self.common,
+            "task": self.task,
+            "personal": self.personal,
+            "buffers": self.buffers,
+            "aggregators": {"common": self.agg_common.state_dict(),
+                            "task": [a.state_dict() for a in self.agg_task]},
+            "rng": self.generator.get_state(),
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != 1:
+            raise CheckpointError(f"checkpoint format {state.get('format')!r} is not supported (expected 1)")
+        if state.get("fingerprint") != self.fingerprint:
+            raise CheckpointError("checkpoint was written by a different config, model or dataset "
+                                  f"({state.get('fingerprint')} != {self.fingerprint}); use a fresh directory")
+        self.common = {n: t.clone() for n, t in state["common"].items()}
+        self.task = {n: t.clone() for n, t in state["task"].items()}
+        self.personal = {n: t.clone() for n, t in state["personal"].items()}
+        self.buffers = {n: t.clone() for n, t in state["buffers"].items()}
+        self.agg_common.load_state_dict(state["aggregators"]["common"])
+        for agg, sd in zip(self.agg_task, state["aggregators"]["task"], strict=True):
+            agg.load_state_dict(sd)
+        self.generator.set_state(state["rng"])
+        self.round_index = int(state["round"])
+        self.history = list(state["history"])
