@@ -130,8 +130,9 @@ class TrainConfig:
             raise ConfigError(f"{origin}: {exc}") from None
 
 
-def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-    """Read a TOML file into a :class:`TrainConfig`; keyword overrides win over the file."""
+def load_config(path: str | os.PathLike[str], *, base: TrainConfig | None = None, **overrides: Any) -> TrainConfig:
+    """Read a TOML file into a :class:`TrainConfig`: the file's keys override ``base`` (default: the
+    dataclass defaults) and keyword overrides win over the file."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -139,5 +140,10 @@ def load_config(path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    data.update(overrides)
-    return TrainConfig.from_dict(data, origin=f"config file {path}")
+    origin = f"config file {path}"
+    merged = {**(base.to_dict() if base is not None else {}), **data, **overrides}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{origin}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return TrainConfig.from_dict(merged, origin=origin)

@@ -108,15 +108,21 @@ class Simulation:
         self.y_train = torch.cat([c.y_train for c in clients])
         self.n_train = torch.tensor([c.num_train for c in clients], dtype=torch.int64)
         self.offsets = torch.cumsum(self.n_train, 0) - self.n_train
+        self.x_test, self.y_test, self.test_valid = self._padded_test(self.federation)
+
+    def _padded_test(self, federation: Federation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Test sets stacked to ``[clients, max_test, ...]`` with a validity mask, for one batched forward."""
+        clients = federation.clients
         n_test = max(c.num_test for c in clients)
         feats = [self._features(c.x_test) for c in clients]
-        self.x_test = torch.zeros(len(clients), n_test, *self.x_train.shape[1:])
-        self.y_test = torch.zeros(len(clients), n_test, *clients[0].y_test.shape[1:], dtype=clients[0].y_test.dtype)
-        self.test_valid = torch.zeros(len(clients), n_test, dtype=torch.bool)
+        x = torch.zeros(len(clients), n_test, *feats[0].shape[1:])
+        y = torch.zeros(len(clients), n_test, *clients[0].y_test.shape[1:], dtype=clients[0].y_test.dtype)
+        valid = torch.zeros(len(clients), n_test, dtype=torch.bool)
         for i, (c, f) in enumerate(zip(clients, feats, strict=True)):
-            self.x_test[i, : c.num_test] = f
-            self.y_test[i, : c.num_test] = c.y_test
-            self.test_valid[i, : c.num_test] = True
+            x[i, : c.num_test] = f
+            y[i, : c.num_test] = c.y_test
+            valid[i, : c.num_test] = True
+        return x, y, valid
 
     def _fingerprint(self, model: nn.Module) -> str:
         """What a checkpoint must match to be resumed: config (minus run length and threads), model, data."""
@@ -251,6 +257,16 @@ class Simulation:
             c, t = correct_and_count(self.config.loss, logits, self.y_test[idx], self.test_valid[idx])
             correct[idx], total[idx] = c, t
         clients = self.federation.clients
+        return summarize(correct, total, [c.id for c in clients], [c.task for c in clients])
+
+    def evaluate_on(self, federation: Federation, client_id: str) -> dict[str, Any]:
+        """One client's model on every client of another federation: how a centralised model, trained as a
+        single pooled client, is scored per subject."""
+        state = self._assemble(torch.tensor([[c.id for c in self.federation.clients].index(client_id)]), copy=False)
+        x, y, valid = self._padded_test(federation)
+        params = {n: p.expand(len(federation), *p.shape[1:]) for n, p in state.items()}
+        correct, total = correct_and_count(self.config.loss, self.backend.forward(params, x), y, valid)
+        clients = federation.clients
         return summarize(correct, total, [c.id for c in clients], [c.task for c in clients])
 
     # ------------------------------------------------------------------ the run

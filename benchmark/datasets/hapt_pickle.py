@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import os
 import pickle
 import zlib
@@ -28,10 +29,12 @@ Table = dict[str, np.ndarray]
 """One DataFrame as an ordered ``column name -> 1-D array`` mapping (all columns the same length)."""
 
 # numpy dtype strings a numeric block may carry; anything else (notably object arrays with bytes) is refused.
-_NUMERIC_DTYPES = frozenset(
-    {"f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1"}
-)
+_NUMERIC_DTYPES = frozenset({"f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1"})
 _BYTE_ORDERS = frozenset({"<", ">", "|", "=", "!"})
+
+
+class _Refused(Exception):
+    """A stand-in was handed state it does not accept (wrong type, dtype, size...)."""
 
 
 class _Stub:
@@ -66,7 +69,7 @@ class _IndexValue:
 
     def __init__(self, cls: type, d: Any) -> None:
         if not (isinstance(cls, type) and issubclass(cls, _IndexStub)) or not isinstance(d, dict):
-            raise pickle.UnpicklingError("_new_Index called with an unexpected class or state")
+            raise _Refused("_new_Index called with an unexpected class or state")
         self.cls = cls
         self.d = d
 
@@ -76,13 +79,13 @@ class _DtypeStub:
 
     def __init__(self, spec: Any, align: Any = 0, copy: Any = 1) -> None:
         if not isinstance(spec, str) or (spec not in _NUMERIC_DTYPES and spec != "O8"):
-            raise pickle.UnpicklingError(f"dtype {spec!r} is not an allowed numeric dtype")
+            raise _Refused(f"dtype {spec!r} is not an allowed numeric dtype")
         self.spec = spec
         self.byteorder = "="
 
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, tuple) or len(state) < 2 or state[1] not in _BYTE_ORDERS:
-            raise pickle.UnpicklingError("dtype state is malformed")
+            raise _Refused("dtype state is malformed")
         self.byteorder = state[1]
 
     @property
@@ -106,23 +109,23 @@ class _ArrayStub:
 
     def __setstate__(self, state: Any) -> None:
         if not isinstance(state, tuple) or len(state) != 5:
-            raise pickle.UnpicklingError("ndarray state is not a 5-tuple")
+            raise _Refused("ndarray state is not a 5-tuple")
         _version, shape, dtype, fortran, raw = state
         if not isinstance(shape, tuple) or not all(isinstance(s, int) and s >= 0 for s in shape):
-            raise pickle.UnpicklingError("ndarray shape is malformed")
+            raise _Refused("ndarray shape is malformed")
         if not isinstance(dtype, _DtypeStub):
-            raise pickle.UnpicklingError("ndarray dtype is not a numpy dtype")
-        count = int(np.prod(shape, dtype=np.int64))
+            raise _Refused("ndarray dtype is not a numpy dtype")
+        count = math.prod(shape)
         if dtype.is_object:
             if not isinstance(raw, list) or len(raw) != count or not all(isinstance(v, str) for v in raw):
-                raise pickle.UnpicklingError("object ndarray holds something other than strings")
+                raise _Refused("object ndarray holds something other than strings")
             self.value = list(raw)
             return
         if not isinstance(raw, bytes):
-            raise pickle.UnpicklingError("numeric ndarray data is not bytes")
+            raise _Refused("numeric ndarray data is not bytes")
         np_dtype = dtype.to_numpy()
         if len(raw) != count * np_dtype.itemsize:
-            raise pickle.UnpicklingError(
+            raise _Refused(
                 f"ndarray data has {len(raw)} bytes, expected {count * np_dtype.itemsize} for shape {shape}"
             )
         flat = np.frombuffer(raw, dtype=np_dtype).astype(np_dtype.newbyteorder("="), copy=True)
@@ -132,21 +135,21 @@ class _ArrayStub:
 def _np_reconstruct(cls: Any, shape: Any, typecode: Any) -> _ArrayStub:
     """Stand-in for ``numpy.core.multiarray._reconstruct``: an empty array awaiting ``BUILD``."""
     if cls is not _ArrayStub:
-        raise pickle.UnpicklingError("_reconstruct called for something other than ndarray")
+        raise _Refused("_reconstruct called for something other than ndarray")
     return _ArrayStub()
 
 
 def _copyreg_reconstructor(cls: Any, base: Any, state: Any) -> _Stub:
     """Stand-in for ``copyreg._reconstructor``: only instantiates our own stubs, from plain ``object``."""
     if not (isinstance(cls, type) and issubclass(cls, _Stub)) or base is not object or state is not None:
-        raise pickle.UnpicklingError("_reconstructor called for a class outside the allow-list")
+        raise _Refused("_reconstructor called for a class outside the allow-list")
     return cls()
 
 
 def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
     """Stand-in for ``_codecs.encode`` as protocol 2 uses it to carry bytes: latin-1 strings only."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("_codecs.encode used other than for latin-1 bytes")
+        raise _Refused("_codecs.encode used other than for latin-1 bytes")
     return text.encode("latin-1")
 
 
@@ -157,7 +160,7 @@ def _new_index(cls: Any, d: Any) -> _IndexValue:
 
 def _slice(*args: Any) -> slice:
     if not all(a is None or isinstance(a, int) for a in args):
-        raise pickle.UnpicklingError("slice bounds are not integers")
+        raise _Refused("slice bounds are not integers")
     return slice(*args)
 
 
@@ -213,10 +216,14 @@ def load_pickle_gz(path: str | os.PathLike[str]) -> Any:
             return RestrictedUnpickler(io.BufferedReader(fh), source).load()  # type: ignore[arg-type]
     except DatasetError:
         raise
+    except _Refused as exc:
+        raise DatasetError(f"{source}: pickle content refused ({exc})") from None
     except FileNotFoundError:
         raise DatasetError(f"{source}: file not found") from None
     except (OSError, EOFError, zlib.error, pickle.UnpicklingError) as exc:
-        raise DatasetError(f"{source}: not a readable gzip'd pickle ({exc.__class__.__name__}: {exc})") from None
+        raise DatasetError(
+            f"{source}: not a readable gzip'd pickle ({exc.__class__.__name__}: {exc})"
+        ) from None
     except (TypeError, ValueError, AttributeError, IndexError, KeyError, MemoryError) as exc:
         raise DatasetError(f"{source}: malformed pickle ({exc.__class__.__name__}: {exc})") from None
 

@@ -184,10 +184,11 @@ def _central_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     """Return (m2, m3, m4, is_flat); ``is_flat`` marks windows whose spread is numerically zero."""
     x = np.asarray(x, dtype=np.float64)
     d = x - np.mean(x, axis=-1, keepdims=True)
-    m2 = np.mean(d**2, axis=-1)
-    m3 = np.mean(d**3, axis=-1)
-    m4 = np.mean(d**4, axis=-1)
-    flat = m2 <= 1e-12 * np.mean(x**2, axis=-1) + _TINY
+    d2 = d * d
+    m2 = np.mean(d2, axis=-1)
+    m3 = np.mean(d2 * d, axis=-1)
+    m4 = np.mean(d2 * d2, axis=-1)
+    flat = m2 <= 1e-12 * np.mean(x * x, axis=-1) + _TINY
     return m2, m3, m4, flat
 
 
@@ -212,9 +213,9 @@ def correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlation of two signals per window; 0 when either is constant."""
     da = a - np.mean(a, axis=-1, keepdims=True)
     db = b - np.mean(b, axis=-1, keepdims=True)
-    va, vb = np.mean(da**2, axis=-1), np.mean(db**2, axis=-1)
-    flat_a = va <= 1e-12 * np.mean(a**2, axis=-1) + _TINY
-    flat_b = vb <= 1e-12 * np.mean(b**2, axis=-1) + _TINY
+    va, vb = np.mean(da * da, axis=-1), np.mean(db * db, axis=-1)
+    flat_a = va <= 1e-12 * np.mean(a * a, axis=-1) + _TINY
+    flat_b = vb <= 1e-12 * np.mean(b * b, axis=-1) + _TINY
     ok = ~(flat_a | flat_b)
     denom = np.sqrt(np.where(ok, va * vb, 1.0))
     return np.where(ok, np.clip(np.mean(da * db, axis=-1) / denom, -1.0, 1.0), 0.0)

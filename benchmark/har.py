@@ -1,0 +1,68 @@
+"""The HAR suite (paper section VI, Table IV): 30 subjects, each its own task and its own client.
+
+Defaults were picked with ``python -m benchmark --grid`` (see README: learning rate chosen on a validation
+split carved from each subject's training data, never on test data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from benchmark.runner import Workload
+from fedmtl import Client, TrainConfig
+
+__all__ = ["HarSuiteConfig", "har_workload", "DEFAULT_TRAIN", "TUNED"]
+
+# Plain SGD as in the paper (W <- W - lr * grad), 5 local epochs of batch 32 per round.
+DEFAULT_TRAIN = TrainConfig(rounds=100, local_epochs=5, batch_size=32, lr=0.05, momentum=0.0, threads=1)
+
+# Per-regime learning rates from the grid (lr in {0.01, 0.02, 0.05, 0.1, 0.2}, batch 32; validation split).
+TUNED: dict[str, dict[str, Any]] = {}
+
+
+@dataclass(frozen=True)
+class HarSuiteConfig:
+    split: str = "blocked"
+    split_seed: int = 0
+    hidden: tuple[int, ...] = (128, 64, 32)
+    train: TrainConfig = DEFAULT_TRAIN
+    overrides: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(TUNED))
+    uci_har_path: str | None = None
+
+
+def _tensor_clients(dataset: Any, validation: bool) -> tuple[Client, ...]:
+    clients = []
+    for s in dataset.subjects:
+        x_tr, y_tr = torch.from_numpy(s.x_train), torch.from_numpy(s.y_train)
+        x_te, y_te = torch.from_numpy(s.x_test), torch.from_numpy(s.y_test)
+        if validation:
+            x_tr, y_tr, x_te, y_te = _holdout(x_tr, y_tr)
+        clients.append(Client(f"subject{s.subject:02d}", f"subject{s.subject:02d}", x_tr, y_tr, x_te, y_te))
+    return tuple(clients)
+
+
+def _holdout(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.2) -> tuple[torch.Tensor, ...]:
+    """The last ``fraction`` of each class's training rows (in stored order) become validation rows."""
+    train_rows, val_rows = [], []
+    for label in y.unique():
+        rows = (y == label).nonzero().squeeze(1)
+        cut = len(rows) - max(1, int(round(fraction * len(rows)))) if len(rows) > 1 else len(rows)
+        train_rows.append(rows[:cut])
+        val_rows.append(rows[cut:])
+    tr, va = torch.cat(train_rows), torch.cat(val_rows)
+    return x[tr], y[tr], x[va], y[va]
+
+
+def har_workload(config: HarSuiteConfig, *, validation: bool = False, progress: bool = True) -> Workload:
+    """Load (or build once and cache) the HAR features, standardise them and make one client per subject."""
+    from benchmark.datasets import load_har, standardize
+
+    dataset = standardize(load_har(config.split, config.split_seed, uci_har_path=config.uci_har_path,
+                                   progress=progress))
+    clients = _tensor_clients(dataset, validation)
+    sizes = (dataset.num_features, *config.hidden, len(dataset.class_names))
+    name = "har" if not validation else "har-validation"
+    return Workload(name=name, clients=clients, sizes=sizes, base=config.train, overrides=config.overrides)

@@ -1,0 +1,96 @@
+"""Training regimes as data: which layers are common, task-specific or personal, and how clients train.
+
+Every regime runs on the same engine; the paper's cases and the personalised-FL baselines differ only in the
+layer types of the model's layers, in whether data is pooled, and in the local-training phases. None of them
+has a round loop of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedmtl.config import Phase
+from fedmtl.errors import ConfigError
+
+__all__ = ["Regime", "REGIMES", "get_regimes"]
+
+LayerPlan = Callable[[int], tuple[str, ...]]
+
+
+def _all(layer_type: str) -> LayerPlan:
+    return lambda n: (layer_type,) * n
+
+
+def _split(lower: str, upper: str, upper_layers: Callable[[int], int]) -> LayerPlan:
+    def plan(n: int) -> tuple[str, ...]:
+        k = max(1, min(n - 1, upper_layers(n)))
+        return (lower,) * (n - k) + (upper,) * k
+
+    return plan
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One row of a leaderboard.
+
+    ``plan(n)`` gives the layer type of each of the model's n trainable layers, bottom to top. ``pooled`` trains
+    a single model on all clients' data together (the centralised cases). ``phases`` builds FedRep-style
+    alternating local training from the configured local epochs.
+    """
+
+    name: str
+    summary: str
+    plan: LayerPlan
+    pooled: bool = False
+    paper: bool = False
+    phases: Callable[[int], tuple[Phase, ...]] | None = None
+    reference: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def layer_types(self, n_layers: int) -> tuple[str, ...]:
+        return self.plan(n_layers)
+
+    def local_phases(self, local_epochs: int) -> tuple[Phase, ...]:
+        return self.phases(local_epochs) if self.phases else ()
+
+
+REGIMES: dict[str, Regime] = {
+    r.name: r
+    for r in [
+        Regime("centralized_joint", "one model trained on all clients' data pooled", _all("common"),
+               pooled=True, paper=True, reference="paper Table IV 'centralized joint'"),
+        Regime("separate", "one model per client, trained on its own data only", _all("personal"), paper=True,
+               reference="paper Table IV 'separate'"),
+        Regime("mtfl", "the paper: lower half common (FedAvg over all), upper half personal",
+               _split("common", "personal", lambda n: n // 2), paper=True,
+               reference="paper section III/VI 'multi-task FL'"),
+        Regime("fedavg", "the whole model global (FedAvg)", _all("common"), paper=True,
+               reference="McMahan et al. 2017"),
+        Regime("fedper", "all layers common but the output layer, which stays personal",
+               _split("common", "personal", lambda n: 1), reference="Arivazhagan et al. 2019"),
+        Regime("lg_fedavg", "local representation: lower half personal, upper half global",
+               _split("personal", "common", lambda n: n // 2), reference="Liang et al. 2020"),
+        Regime("fedrep", "common body, personal head; each round trains the head first, then the body",
+               _split("common", "personal", lambda n: 1),
+               phases=lambda e: (Phase(e, ("personal",)), Phase(1, ("common",))),
+               reference="Collins et al. 2021 (head epochs = local epochs, body epochs = 1)"),
+    ]
+}
+
+
+def get_regimes(names: str | list[str] | None) -> list[Regime]:
+    """Resolve a comma list (or ``None``/"all") to regimes, failing on the first unknown name."""
+    if names is None or names == "all":
+        return list(REGIMES.values())
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("no regime given (known: " + ", ".join(REGIMES) + ")")
+    out = []
+    for name in names:
+        if name not in REGIMES:
+            raise ConfigError(f"regime {name!r} is unknown (known: {', '.join(REGIMES)})")
+        out.append(REGIMES[name])
+    return out
