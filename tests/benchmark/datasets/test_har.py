@@ -189,6 +189,16 @@ def test_extract_member_verifies_and_leaves_nothing_behind(tmp_path: Path) -> No
         har._extract_member(sdist, "other/member", target)
 
 
+def test_unreadable_or_stale_cache_is_ignored(tmp_path: Path) -> None:
+    bad = tmp_path / "garbage.npz"
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    assert har._read_cache(bad) is None
+    stale = tmp_path / "stale.npz"
+    np.savez(stale, x=np.zeros((2, 3), np.float32), version=np.array("har-hapt-v0"))
+    assert har._read_cache(stale) is None
+    assert har._read_cache(tmp_path / "absent.npz") is None
+
+
 # ---------------------------------------------------------------- the real HAPT data (pip-downloaded once)
 
 

@@ -1,0 +1,65 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_run_end_to_end_writes_the_leaderboard(tmp_path):
+    out = tmp_path / "results"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmark", "--quick", "--no-progress", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert "| rank | regime |" in proc.stdout and "mtfl" in proc.stdout
+    board = json.loads((out / "har" / "leaderboard.json").read_text())
+    assert board["suite"] == "har"
+    regimes = {row["regime"] for row in board["rows"]}
+    assert {"centralized_joint", "separate", "mtfl", "fedavg"} <= regimes
+    for row in board["rows"]:
+        assert 0 <= row["accuracy"] <= 100 and row["seeds"] == 1 and row["std"] >= 0
+        assert row["config"]["rounds"] == 3 and "lr" in row["config"] and row["config"]["seeds"] == [0]
+    accs = [row["accuracy"] for row in board["rows"]]
+    assert accs == sorted(accs, reverse=True)
+    csv_lines = (out / "har" / "leaderboard.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("regime,accuracy,std") and len(csv_lines) == len(board["rows"]) + 1
+    assert (out / "har" / "leaderboard.md").read_text().startswith("## Leaderboard: har")
+    assert (out / "har" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--regimes", "mtfl,fedmagic"], "regime 'fedmagic' is unknown"),
+    (["--suite", "chess"], "suite 'chess' is unknown"),
+    (["--aggregator", "fedmagic"], "fedmagic"),
+    (["--uci-har", "/nonexistent/UCI HAR Dataset"], "UCI HAR path"),
+])
+def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "results"
+    code = main(["run", "--quick", "--no-progress", "--out", str(out), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_uci_har_folder_that_is_not_one(tmp_path, capsys):
+    fake = tmp_path / "UCI HAR Dataset"
+    fake.mkdir()
+    (fake / "README.txt").write_text("not the dataset")
+    out = tmp_path / "results"
+    code = main(["--quick", "--no-progress", "--uci-har", str(fake), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and str(fake) in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_list_shows_regimes(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    assert "mtfl" in text and "fedrep" in text and "har" in text
