@@ -112,52 +112,69 @@ class StackedMLP:
         return h
 
     def train(self, params: Params, x: torch.Tensor, y: torch.Tensor, schedule: BatchSchedule, sgd: LocalSGD) -> None:
+        """Clients are ordered by their number of steps (longest first), so the clients still training at any
+        step are a prefix of the stack: each step computes on ``[:k]`` views and wastes nothing on clients that
+        have already finished, and every update is a plain scalar-lr in-place op."""
+        steps = schedule.client_steps()
+        order = torch.argsort(steps, descending=True, stable=True)
+        identity = bool((order == torch.arange(len(order))).all())
+        moved = [params, sgd.buffers, sgd.anchors]
+        work = moved if identity else [{n: t.index_select(0, order) for n, t in d.items()} for d in moved]
+        p, buffers, anchors = work
+        rows, weight = schedule.rows[:, order], schedule.weight[:, order]
+        active_count = schedule.active.sum(1).tolist()
         update = set(sgd.update)
         last = len(self.layers) - 1
         with torch.no_grad():
-            for s in range(schedule.steps):
-                rows = schedule.rows[s]
-                inputs = [_gather(x, rows)]
+            for s, k in enumerate(active_count):
+                step_rows = rows[s, :k]
+                inputs = [_gather(x, step_rows)]
                 for i, (w, b) in enumerate(self.layers):
-                    z = torch.baddbmm(params[b].unsqueeze(1), inputs[-1], params[w])
+                    z = torch.baddbmm(p[b][:k].unsqueeze(1), inputs[-1], p[w][:k])
                     inputs.append(z.relu_() if i < last else z)
-                dz = loss_grad(sgd.loss, inputs.pop(), _gather(y, rows), schedule.weight[s])
-                lr, mom = _step_factors(sgd, schedule.active[s])
+                dz = loss_grad(sgd.loss, inputs.pop(), _gather(y, step_rows), weight[s, :k])
                 for i in range(last, -1, -1):
                     w, b = self.layers[i]
                     h_in = inputs[i]
-                    dh = torch.bmm(dz, params[w].transpose(1, 2)) if i > 0 else None
+                    dh = torch.bmm(dz, p[w][:k].transpose(1, 2)) if i > 0 else None
                     if w in update:
-                        self._apply(params, w, h_in.transpose(1, 2), dz, lr, mom, sgd)
+                        self._apply(p, buffers, anchors, w, k, h_in.transpose(1, 2), dz, sgd)
                     if b in update:
-                        self._apply(params, b, None, dz.sum(1), lr.squeeze(-1), mom.squeeze(-1), sgd)
+                        self._apply(p, buffers, anchors, b, k, None, dz.sum(1), sgd)
                     if dh is not None:
-                        dz = dh.mul_(h_in > 0)
+                        dz = torch.ops.aten.threshold_backward(dh, h_in, 0.0)
+        if not identity:
+            for n in update:
+                params[n][order] = p[n]
+                if n in sgd.buffers:
+                    sgd.buffers[n][order] = buffers[n]
 
     @staticmethod
-    def _apply(params: Params, name: str, left: torch.Tensor | None, right: torch.Tensor,
-               lr: torch.Tensor, mom: torch.Tensor, sgd: LocalSGD) -> None:
-        """p -= lr * (grad + prox), with grad = left @ right (weights) or right (biases), never materialised
-        when there is neither momentum nor a proximal term."""
-        p = params[name]
+    def _apply(p: Params, buffers: Params, anchors: Params, name: str, k: int, left: torch.Tensor | None,
+               right: torch.Tensor, sgd: LocalSGD) -> None:
+        """p -= lr * (grad + prox) on the first k clients, with grad = left @ right (weights) or right (biases).
+
+        Without momentum or a proximal term the gradient is never materialised: the matmul accumulates straight
+        into the weights. With momentum the buffer update ``buf = m * buf + grad`` is one fused ``baddbmm_``.
+        """
+        param = p[name][:k]
         mu = sgd.prox.get(name, 0.0)
         if sgd.momentum == 0.0:
             if mu:
-                p.addcmul_(p - sgd.anchors[name], lr * mu, value=-1.0)
+                param.add_(param - anchors[name][:k], alpha=-sgd.lr * mu)
             if left is None:
-                p.addcmul_(right, lr, value=-1.0)
+                param.add_(right, alpha=-sgd.lr)
             else:
-                p.baddbmm_(left, right * lr, alpha=-1.0)
+                param.baddbmm_(left, right, alpha=-sgd.lr)
             return
-        buf = sgd.buffers[name]
-        buf.mul_(mom)
+        buf = buffers[name][:k]
         if left is None:
-            buf.add_(right)
+            buf.mul_(sgd.momentum).add_(right)
         else:
-            buf.baddbmm_(left, right)
+            buf.baddbmm_(left, right, beta=sgd.momentum)
         if mu:
-            buf.addcmul_(p - sgd.anchors[name], (lr > 0).float() * mu)
-        p.addcmul_(buf, lr, value=-1.0)
+            buf.add_(param - anchors[name][:k], alpha=mu)
+        param.add_(buf, alpha=-sgd.lr)
 
 
 class VmapBackend:

@@ -1,0 +1,1 @@
+"""Speed benchmarks: ratios measured side by side in one process, written to ``results/bench.json``."""

@@ -1,0 +1,40 @@
+"""Measuring helpers shared by the speed benchmarks."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["matmul_flops", "seconds_per_call"]
+
+
+def matmul_flops(threads: int, n: int = 1024, repeats: int = 20, trials: int = 5) -> float:
+    """The machine's fp32 matmul rate (FLOP/s, best of ``trials``) with ``threads`` torch threads."""
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    out = torch.empty(n, n)
+    for _ in range(3):
+        torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(trials):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return repeats * 2 * n**3 / best
+
+
+def seconds_per_call(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 5) -> float:
+    """Median wall time of ``fn`` after warm-up: the steady state, robust to one noisy call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
