@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--uci-har", metavar="PATH", help="use an original 'UCI HAR Dataset' folder (561 features)")
     run.add_argument("--config", metavar="TOML", help="training config file (fedmtl.TrainConfig keys)")
     run.add_argument("--aggregator", metavar="NAME", help="aggregator for common and task layers (e.g. fedadam)")
-    run.add_argument("--threads", type=_positive_int, help="torch threads (default 1: see README)")
+    run.add_argument("--threads", type=_positive_int, help="torch threads per run (default 1: see README)")
+    run.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
+                     help="runs in parallel processes (default: min(2, cores))")
     run.add_argument("--grid", action="store_true", help="tune lr (and batch) per regime on a validation split first")
     run.add_argument("--grid-lrs", type=_floats, default=GRID_LRS, help="learning rates for --grid")
     run.add_argument("--grid-batches", type=_floats, default=GRID_BATCHES, help="batch sizes for --grid")
@@ -105,10 +107,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.grid:
         validation = har_workload(suite, validation=True, progress=progress)
         tuning = grid_search(validation, regimes, lrs=args.grid_lrs, batch_sizes=[int(b) for b in args.grid_batches],
-                             progress=progress)
+                             jobs=args.jobs, progress=progress)
         workload = dataclasses.replace(workload, overrides={
             name: {"lr": best["lr"], "batch_size": best["batch_size"]} for name, best in tuning.items()})
-    summaries = run_suite(workload, regimes, seeds, progress=progress)
+    summaries = run_suite(workload, regimes, seeds, jobs=args.jobs, progress=progress)
     meta = {"split": args.split, "data": "UCI HAR " + args.uci_har if args.uci_har else "UCI HAPT raw (KCC2020 repack)",
             "clients": len(workload.clients), "features": workload.sizes[0],
             "wall_s": round(time.perf_counter() - start, 1)}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
 import statistics
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +17,10 @@ from tqdm.auto import tqdm
 from benchmark.regimes import Regime
 from fedmtl import Client, Federation, LayerSpec, Simulation, TrainConfig, mlp
 
-__all__ = ["Workload", "RunResult", "RegimeSummary", "run_regime", "run_suite", "summarize_runs", "pool_clients"]
+__all__ = [
+    "Workload", "Task", "execute", "RunResult", "RegimeSummary", "run_regime", "run_suite", "summarize_runs",
+    "pool_clients",
+]
 
 
 @dataclass(frozen=True)
@@ -105,16 +111,68 @@ def summarize_runs(runs: list[RunResult]) -> RegimeSummary:
     )
 
 
-def run_suite(workload: Workload, regimes: Sequence[Regime], seeds: Sequence[int], *,
-              progress: bool = True) -> list[RegimeSummary]:
-    """Every regime with every seed; a progress bar over runs and one over each run's rounds."""
-    summaries = []
-    with tqdm(total=len(regimes) * len(seeds), desc=workload.name, disable=not progress) as bar:
-        for regime in regimes:
-            runs = []
-            for seed in seeds:
-                bar.set_postfix(regime=regime.name, seed=seed)
-                runs.append(run_regime(workload, regime, seed, progress=progress))
+_WORKER_WORKLOAD: Workload | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One training run: a regime, a seed and optional config changes (a grid point)."""
+
+    regime: str
+    seed: int
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+
+def _run_task(workload: Workload, task: Task) -> RunResult:
+    from benchmark.regimes import REGIMES
+
+    if task.overrides:
+        merged = {**workload.overrides.get(task.regime, {}), **dict(task.overrides)}
+        workload = dataclasses.replace(workload, overrides={**workload.overrides, task.regime: merged})
+    return run_regime(workload, REGIMES[task.regime], task.seed)
+
+
+def _init_worker(workload: Workload, threads: int) -> None:
+    global _WORKER_WORKLOAD
+    torch.set_num_threads(threads)
+    _WORKER_WORKLOAD = workload
+
+
+def _run_in_worker(task: Task) -> RunResult:
+    assert _WORKER_WORKLOAD is not None
+    return _run_task(_WORKER_WORKLOAD, task)
+
+
+def execute(workload: Workload, tasks: Sequence[Task], *, jobs: int = 1, progress: bool = True,
+            desc: str | None = None) -> list[RunResult]:
+    """Run tasks, ``jobs`` at a time in separate processes; results come back in task order.
+
+    Runs are independent, so running them side by side (one torch thread each) uses the cores without the
+    contention that intra-op threading of small matmuls suffers; results do not depend on ``jobs``.
+    """
+    results: dict[int, RunResult] = {}
+    with tqdm(total=len(tasks), desc=desc or workload.name, disable=not progress) as bar:
+        if jobs <= 1 or len(tasks) <= 1:
+            for i, task in enumerate(tasks):
+                bar.set_postfix(regime=task.regime, seed=task.seed)
+                results[i] = _run_task(workload, task)
                 bar.update(1)
-            summaries.append(summarize_runs(runs))
-    return summaries
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=context, initializer=_init_worker,
+                                     initargs=(workload, workload.base.threads or 1)) as pool:
+                futures = {pool.submit(_run_in_worker, task): i for i, task in enumerate(tasks)}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    results[i] = future.result()
+                    bar.set_postfix(done=f"{tasks[i].regime} s{tasks[i].seed}")
+                    bar.update(1)
+    return [results[i] for i in range(len(tasks))]
+
+
+def run_suite(workload: Workload, regimes: Sequence[Regime], seeds: Sequence[int], *, jobs: int = 1,
+              progress: bool = True) -> list[RegimeSummary]:
+    """Every regime with every seed, summarised per regime (mean and std over seeds)."""
+    tasks = [Task(r.name, seed) for r in regimes for seed in seeds]
+    runs = execute(workload, tasks, jobs=jobs, progress=progress)
+    return [summarize_runs([run for run in runs if run.regime == r.name]) for r in regimes]

@@ -3,33 +3,26 @@ scored on a validation split carved from the training data so test data never pi
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from benchmark.regimes import Regime
-from benchmark.runner import Workload, run_regime
+from benchmark.runner import Task, Workload, execute
 
 __all__ = ["grid_search"]
 
 
 def grid_search(validation: Workload, regimes: Sequence[Regime], *, lrs: Sequence[float],
-                batch_sizes: Sequence[int], seed: int = 0, progress: bool = True) -> dict[str, dict[str, Any]]:
+                batch_sizes: Sequence[int], seed: int = 0, jobs: int = 1,
+                progress: bool = True) -> dict[str, dict[str, Any]]:
     """Best (lr, batch size) per regime by validation accuracy at the final round; every grid point kept."""
+    tasks = [Task(r.name, seed, (("lr", float(lr)), ("batch_size", int(b))))
+             for r in regimes for b in batch_sizes for lr in lrs]
+    runs = execute(validation, tasks, jobs=jobs, progress=progress, desc="grid")
     out: dict[str, dict[str, Any]] = {}
-    total = len(regimes) * len(lrs) * len(batch_sizes)
-    with tqdm(total=total, desc="grid", disable=not progress) as bar:
-        for regime in regimes:
-            points = []
-            for batch in batch_sizes:
-                for lr in lrs:
-                    overrides = {**validation.overrides.get(regime.name, {}), "lr": float(lr), "batch_size": batch}
-                    workload = dataclasses.replace(validation, overrides={regime.name: overrides})
-                    result = run_regime(workload, regime, seed)
-                    points.append({"lr": float(lr), "batch_size": batch, "val_accuracy": result.accuracy})
-                    bar.update(1)
-            best = max(points, key=lambda p: p["val_accuracy"])
-            out[regime.name] = {**best, "grid": points}
+    for regime in regimes:
+        points = [{**dict(t.overrides), "val_accuracy": run.accuracy}
+                  for t, run in zip(tasks, runs, strict=True) if t.regime == regime.name]
+        best = max(points, key=lambda p: p["val_accuracy"])
+        out[regime.name] = {**best, "grid": points}
     return out

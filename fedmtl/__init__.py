@@ -1,6 +1,16 @@
 """fedmtl: federated multi-task learning with pre-trained, common, task-specific and personal layers."""
 
-from fedmtl.aggregators import AGGREGATORS, Aggregator, FedAdam, FedAvg, FedProx, FedYogi, Median, TrimmedMean, make_aggregator
+from fedmtl.aggregators import (
+    AGGREGATORS,
+    Aggregator,
+    FedAdam,
+    FedAvg,
+    FedProx,
+    FedYogi,
+    Median,
+    TrimmedMean,
+    make_aggregator,
+)
 from fedmtl.backends import BACKENDS, LoopBackend, StackedMLP, VmapBackend, make_backend
 from fedmtl.config import Phase, TrainConfig, load_config
 from fedmtl.engine import Simulation

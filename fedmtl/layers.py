@@ -51,7 +51,7 @@ class LayerSpec:
         for a in parsed:
             for b in parsed:
                 if a != b and _matches(b, a):
-                    raise LayerSpecError(f"layer spec prefixes {a!r} and {b!r} overlap: a parameter would get two types")
+                    raise LayerSpecError(f"layer spec prefixes {a!r} and {b!r} overlap: a parameter gets two types")
         object.__setattr__(self, "prefixes", parsed)
 
     @classmethod

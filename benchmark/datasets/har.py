@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import urllib.parse
 import tempfile
 import zipfile
 from dataclasses import dataclass

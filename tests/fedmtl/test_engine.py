@@ -52,7 +52,7 @@ def test_aggregation_is_eq1_for_common_and_eq2_per_task(federation):
         for n, t in sim.task.items():
             assert torch.allclose(t[task], torch.full_like(t[task], value), atol=1e-5), (n, task)
     # personal: written back to exactly the sampled clients, never averaged
-    for n, t in sim.personal.items():
+    for t in sim.personal.values():
         for i in range(4):
             assert (t[i] == i + 1).all()
         assert not (t[4] == 5).any()
