@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmark.regimes import REGIMES, get_regimes
+from benchmark.regimes import REGIMES, custom_regime, get_regimes
 from fedmtl.config import TrainConfig, load_config
 from fedmtl.errors import ConfigError, FedMTLError
 
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite and write its leaderboard (default)")
     run.add_argument("--suite", default="har", help=f"suite to run ({', '.join(SUITES)})")
     run.add_argument("--regimes", default="all", help="comma list of regimes (default: all; see `list`)")
+    run.add_argument("--layers", metavar="TYPES",
+                     help="add a 'custom' regime: layer types bottom to top, e.g. common,common,task,personal")
     run.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds (0..N-1), default 3")
     run.add_argument("--rounds", type=_positive_int, help="override the number of rounds")
     run.add_argument("--split", choices=("blocked", "random"), default="blocked", help="HAR train/test split")
@@ -87,12 +89,14 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
 def _run(args: argparse.Namespace) -> int:
     from benchmark.har import HarSuiteConfig, har_workload
     from benchmark.leaderboard import to_markdown, write_leaderboard
-    from benchmark.runner import run_suite
+    from benchmark.runner import check_regimes, run_suite
     from benchmark.tuning import grid_search
 
     if args.suite not in SUITES:
         raise ConfigError(f"suite {args.suite!r} is unknown (known: {', '.join(SUITES)})")
     regimes = get_regimes(args.regimes)
+    if args.layers:
+        regimes.append(custom_regime(args.layers))
     if args.uci_har and not Path(args.uci_har).is_dir():
         raise FedMTLError(f"UCI HAR path {args.uci_har} is not a directory")
     suite = HarSuiteConfig(split=args.split, uci_har_path=args.uci_har)
@@ -103,6 +107,7 @@ def _run(args: argparse.Namespace) -> int:
                            overrides={} if args.config or args.quick else suite.overrides)
     start = time.perf_counter()
     workload = har_workload(suite, progress=progress)
+    check_regimes(workload, regimes)
     tuning: dict[str, Any] = {}
     if args.grid:
         validation = har_workload(suite, validation=True, progress=progress)

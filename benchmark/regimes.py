@@ -9,26 +9,51 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from fedmtl.config import Phase
 from fedmtl.errors import ConfigError
 
-__all__ = ["Regime", "REGIMES", "get_regimes"]
+__all__ = ["Regime", "REGIMES", "get_regimes", "custom_regime"]
 
 LayerPlan = Callable[[int], tuple[str, ...]]
 
+# Plans and phase builders are module-level functions (bound with functools.partial) so that regimes pickle
+# and can be sent to worker processes.
+
+
+def _plan_all(layer_type: str, n: int) -> tuple[str, ...]:
+    return (layer_type,) * n
+
+
+def _plan_split(lower: str, upper: str, upper_layers: Callable[[int], int], n: int) -> tuple[str, ...]:
+    k = max(1, min(n - 1, upper_layers(n)))
+    return (lower,) * (n - k) + (upper,) * k
+
+
+def _plan_fixed(types: tuple[str, ...], n: int) -> tuple[str, ...]:
+    return types
+
+
+def _half(n: int) -> int:
+    return n // 2
+
+
+def _one(n: int) -> int:
+    return 1
+
+
+def _fedrep_phases(local_epochs: int) -> tuple[Phase, ...]:
+    return (Phase(local_epochs, ("personal",)), Phase(1, ("common",)))
+
 
 def _all(layer_type: str) -> LayerPlan:
-    return lambda n: (layer_type,) * n
+    return partial(_plan_all, layer_type)
 
 
 def _split(lower: str, upper: str, upper_layers: Callable[[int], int]) -> LayerPlan:
-    def plan(n: int) -> tuple[str, ...]:
-        k = max(1, min(n - 1, upper_layers(n)))
-        return (lower,) * (n - k) + (upper,) * k
-
-    return plan
+    return partial(_plan_split, lower, upper, upper_layers)
 
 
 @dataclass(frozen=True)
@@ -64,20 +89,32 @@ REGIMES: dict[str, Regime] = {
         Regime("separate", "one model per client, trained on its own data only", _all("personal"), paper=True,
                reference="paper Table IV 'separate'"),
         Regime("mtfl", "the paper: lower half common (FedAvg over all), upper half personal",
-               _split("common", "personal", lambda n: n // 2), paper=True,
+               _split("common", "personal", _half), paper=True,
                reference="paper section III/VI 'multi-task FL'"),
         Regime("fedavg", "the whole model global (FedAvg)", _all("common"), paper=True,
                reference="McMahan et al. 2017"),
         Regime("fedper", "all layers common but the output layer, which stays personal",
-               _split("common", "personal", lambda n: 1), reference="Arivazhagan et al. 2019"),
+               _split("common", "personal", _one), reference="Arivazhagan et al. 2019"),
         Regime("lg_fedavg", "local representation: lower half personal, upper half global",
-               _split("personal", "common", lambda n: n // 2), reference="Liang et al. 2020"),
+               _split("personal", "common", _half), reference="Liang et al. 2020"),
         Regime("fedrep", "common body, personal head; each round trains the head first, then the body",
-               _split("common", "personal", lambda n: 1),
-               phases=lambda e: (Phase(e, ("personal",)), Phase(1, ("common",))),
+               _split("common", "personal", _one),
+               phases=_fedrep_phases,
                reference="Collins et al. 2021 (head epochs = local epochs, body epochs = 1)"),
     ]
 }
+
+
+def custom_regime(layer_types: str) -> Regime:
+    """A regime from a comma list of layer types, bottom to top (``--layers common,common,task,personal``).
+
+    The list is taken as given: a list shorter than the model leaves its top layers untyped, which the layer
+    spec validation then reports, rather than guessing what the user meant.
+    """
+    types = tuple(t.strip() for t in layer_types.split(",") if t.strip())
+    if not types:
+        raise ConfigError("--layers needs a comma list of layer types (common, task, personal, pretrained)")
+    return Regime("custom", f"layer types {', '.join(types)}", partial(_plan_fixed, types))
 
 
 def get_regimes(names: str | list[str] | None) -> list[Regime]:

@@ -15,11 +15,11 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.regimes import Regime
-from fedmtl import Client, Federation, LayerSpec, Simulation, TrainConfig, mlp
+from fedmtl import Client, Federation, LayerSpec, LayerSpecError, Simulation, TrainConfig, mlp, partition
 
 __all__ = [
     "Workload", "Task", "execute", "RunResult", "RegimeSummary", "run_regime", "run_suite", "summarize_runs",
-    "pool_clients",
+    "pool_clients", "check_regimes", "layer_spec",
 ]
 
 
@@ -81,6 +81,16 @@ def layer_spec(regime: Regime, n_layers: int) -> LayerSpec:
     return LayerSpec({f"fc{i + 1}": t for i, t in enumerate(regime.layer_types(n_layers))})
 
 
+def check_regimes(workload: Workload, regimes: Sequence[Regime]) -> None:
+    """Validate every regime's layer spec against the model before anything trains (fail fast, write nothing)."""
+    n_layers = len(workload.sizes) - 1
+    for regime in regimes:
+        if len(regime.layer_types(n_layers)) > n_layers:
+            raise LayerSpecError(f"regime {regime.name!r} types {len(regime.layer_types(n_layers))} layers but the "
+                                 f"model has {n_layers} (fc1..fc{n_layers})")
+        partition(mlp(workload.sizes), layer_spec(regime, n_layers))
+
+
 def run_regime(workload: Workload, regime: Regime, seed: int, *, progress: bool = False) -> RunResult:
     config = workload.config_for(regime, seed)
     model = mlp(workload.sizes, seed=seed)
@@ -118,18 +128,17 @@ _WORKER_WORKLOAD: Workload | None = None
 class Task:
     """One training run: a regime, a seed and optional config changes (a grid point)."""
 
-    regime: str
+    regime: Regime
     seed: int
     overrides: tuple[tuple[str, Any], ...] = ()
 
 
 def _run_task(workload: Workload, task: Task) -> RunResult:
-    from benchmark.regimes import REGIMES
-
     if task.overrides:
-        merged = {**workload.overrides.get(task.regime, {}), **dict(task.overrides)}
-        workload = dataclasses.replace(workload, overrides={**workload.overrides, task.regime: merged})
-    return run_regime(workload, REGIMES[task.regime], task.seed)
+        name = task.regime.name
+        merged = {**workload.overrides.get(name, {}), **dict(task.overrides)}
+        workload = dataclasses.replace(workload, overrides={**workload.overrides, name: merged})
+    return run_regime(workload, task.regime, task.seed)
 
 
 def _init_worker(workload: Workload, threads: int) -> None:
@@ -154,7 +163,7 @@ def execute(workload: Workload, tasks: Sequence[Task], *, jobs: int = 1, progres
     with tqdm(total=len(tasks), desc=desc or workload.name, disable=not progress) as bar:
         if jobs <= 1 or len(tasks) <= 1:
             for i, task in enumerate(tasks):
-                bar.set_postfix(regime=task.regime, seed=task.seed)
+                bar.set_postfix(regime=task.regime.name, seed=task.seed)
                 results[i] = _run_task(workload, task)
                 bar.update(1)
         else:
@@ -165,7 +174,7 @@ def execute(workload: Workload, tasks: Sequence[Task], *, jobs: int = 1, progres
                 for future in as_completed(futures):
                     i = futures[future]
                     results[i] = future.result()
-                    bar.set_postfix(done=f"{tasks[i].regime} s{tasks[i].seed}")
+                    bar.set_postfix(done=f"{tasks[i].regime.name} s{tasks[i].seed}")
                     bar.update(1)
     return [results[i] for i in range(len(tasks))]
 
@@ -173,6 +182,6 @@ def execute(workload: Workload, tasks: Sequence[Task], *, jobs: int = 1, progres
 def run_suite(workload: Workload, regimes: Sequence[Regime], seeds: Sequence[int], *, jobs: int = 1,
               progress: bool = True) -> list[RegimeSummary]:
     """Every regime with every seed, summarised per regime (mean and std over seeds)."""
-    tasks = [Task(r.name, seed) for r in regimes for seed in seeds]
+    tasks = [Task(r, seed) for r in regimes for seed in seeds]
     runs = execute(workload, tasks, jobs=jobs, progress=progress)
     return [summarize_runs([run for run in runs if run.regime == r.name]) for r in regimes]

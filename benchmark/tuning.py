@@ -16,13 +16,13 @@ def grid_search(validation: Workload, regimes: Sequence[Regime], *, lrs: Sequenc
                 batch_sizes: Sequence[int], seed: int = 0, jobs: int = 1,
                 progress: bool = True) -> dict[str, dict[str, Any]]:
     """Best (lr, batch size) per regime by validation accuracy at the final round; every grid point kept."""
-    tasks = [Task(r.name, seed, (("lr", float(lr)), ("batch_size", int(b))))
+    tasks = [Task(r, seed, (("lr", float(lr)), ("batch_size", int(b))))
              for r in regimes for b in batch_sizes for lr in lrs]
     runs = execute(validation, tasks, jobs=jobs, progress=progress, desc="grid")
     out: dict[str, dict[str, Any]] = {}
     for regime in regimes:
         points = [{**dict(t.overrides), "val_accuracy": run.accuracy}
-                  for t, run in zip(tasks, runs, strict=True) if t.regime == regime.name]
+                  for t, run in zip(tasks, runs, strict=True) if t.regime.name == regime.name]
         best = max(points, key=lambda p: p["val_accuracy"])
         out[regime.name] = {**best, "grid": points}
     return out

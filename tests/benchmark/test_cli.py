@@ -38,6 +38,9 @@ def test_quick_run_end_to_end_writes_the_leaderboard(tmp_path):
     (["--suite", "chess"], "suite 'chess' is unknown"),
     (["--aggregator", "fedmagic"], "fedmagic"),
     (["--uci-har", "/nonexistent/UCI HAR Dataset"], "UCI HAR path"),
+    (["--regimes", "mtfl", "--layers", "common,common,personal"], "fc4.weight, fc4.bias without a layer type"),
+    (["--regimes", "mtfl", "--layers", "common,common,personal,shared"], "layer type 'shared' is unknown"),
+    (["--config", "/nonexistent/fed.toml"], "does not exist"),
 ])
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "results"
