@@ -101,6 +101,8 @@ REGIMES: dict[str, Regime] = {
                _split("common", "personal", _one),
                phases=_fedrep_phases,
                reference="Collins et al. 2021 (head epochs = local epochs, body epochs = 1)"),
+        Regime("ditto", "a global model (FedAvg) and per client a personal copy pulled towards it (lambda 0.1)",
+               _all("common"), extra={"ditto_lambda": 0.1}, reference="Li et al. 2021"),
     ]
 }
 

@@ -34,7 +34,7 @@ class Workload:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # regime -> TrainConfig changes
 
     def config_for(self, regime: Regime, seed: int) -> TrainConfig:
-        changes = {"seed": seed, "phases": regime.local_phases(self.base.local_epochs)}
+        changes = {"seed": seed, "phases": regime.local_phases(self.base.local_epochs), **regime.extra}
         changes.update(self.overrides.get(regime.name, {}))
         return self.base.replace(**changes)
 

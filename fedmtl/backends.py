@@ -33,8 +33,8 @@ class LocalSGD:
     """Hyper-parameters and per-client state of one local-training phase.
 
     ``update`` names the parameters that move in this phase (others still pass gradients through); ``buffers``
-    holds momentum buffers for them; ``prox`` maps a parameter to its FedProx coefficient and ``anchors`` to the
-    global value it is pulled towards.
+    holds momentum buffers for them; ``prox`` maps a parameter to its proximal coefficient per client (``[C]``:
+    FedProx's mu, Ditto's lambda) and ``anchors`` to the value it is pulled towards.
     """
 
     lr: float
@@ -42,7 +42,7 @@ class LocalSGD:
     loss: str
     update: list[str]
     buffers: Params = field(default_factory=dict)
-    prox: dict[str, float] = field(default_factory=dict)
+    prox: dict[str, torch.Tensor] = field(default_factory=dict)
     anchors: Params = field(default_factory=dict)
 
 
@@ -62,6 +62,11 @@ class Backend(Protocol):
 
 def _gather(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return t.index_select(0, rows.reshape(-1)).view(*rows.shape, *t.shape[1:])
+
+
+def _per_client(coef: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A ``[C]`` coefficient shaped to broadcast against a client-stacked tensor."""
+    return coef.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _step_factors(sgd: LocalSGD, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,9 +123,9 @@ class StackedMLP:
         steps = schedule.client_steps()
         order = torch.argsort(steps, descending=True, stable=True)
         identity = bool((order == torch.arange(len(order))).all())
-        moved = [params, sgd.buffers, sgd.anchors]
+        moved = [params, sgd.buffers, sgd.anchors, sgd.prox]
         work = moved if identity else [{n: t.index_select(0, order) for n, t in d.items()} for d in moved]
-        p, buffers, anchors = work
+        p, buffers, anchors, prox = work
         rows, weight = schedule.rows[:, order], schedule.weight[:, order]
         active_count = schedule.active.sum(1).tolist()
         update = set(sgd.update)
@@ -138,9 +143,9 @@ class StackedMLP:
                     h_in = inputs[i]
                     dh = torch.bmm(dz, p[w][:k].transpose(1, 2)) if i > 0 else None
                     if w in update:
-                        self._apply(p, buffers, anchors, w, k, h_in.transpose(1, 2), dz, sgd)
+                        self._apply(p, buffers, anchors, prox, w, k, h_in.transpose(1, 2), dz, sgd)
                     if b in update:
-                        self._apply(p, buffers, anchors, b, k, None, dz.sum(1), sgd)
+                        self._apply(p, buffers, anchors, prox, b, k, None, dz.sum(1), sgd)
                     if dh is not None:
                         dz = torch.ops.aten.threshold_backward(dh, h_in, 0.0)
         if not identity:
@@ -150,18 +155,18 @@ class StackedMLP:
                     sgd.buffers[n][order] = buffers[n]
 
     @staticmethod
-    def _apply(p: Params, buffers: Params, anchors: Params, name: str, k: int, left: torch.Tensor | None,
-               right: torch.Tensor, sgd: LocalSGD) -> None:
+    def _apply(p: Params, buffers: Params, anchors: Params, prox: Params, name: str, k: int,
+               left: torch.Tensor | None, right: torch.Tensor, sgd: LocalSGD) -> None:
         """p -= lr * (grad + prox) on the first k clients, with grad = left @ right (weights) or right (biases).
 
         Without momentum or a proximal term the gradient is never materialised: the matmul accumulates straight
         into the weights. With momentum the buffer update ``buf = m * buf + grad`` is one fused ``baddbmm_``.
         """
         param = p[name][:k]
-        mu = sgd.prox.get(name, 0.0)
+        mu = _per_client(prox[name][:k], param) if name in prox else None
         if sgd.momentum == 0.0:
-            if mu:
-                param.add_(param - anchors[name][:k], alpha=-sgd.lr * mu)
+            if mu is not None:
+                param.addcmul_(param - anchors[name][:k], mu, value=-sgd.lr)
             if left is None:
                 param.add_(right, alpha=-sgd.lr)
             else:
@@ -172,8 +177,8 @@ class StackedMLP:
             buf.mul_(sgd.momentum).add_(right)
         else:
             buf.baddbmm_(left, right, beta=sgd.momentum)
-        if mu:
-            buf.add_(param - anchors[name][:k], alpha=mu)
+        if mu is not None:
+            buf.addcmul_(param - anchors[name][:k], mu)
         param.add_(buf, alpha=-sgd.lr)
 
 
@@ -219,9 +224,8 @@ class VmapBackend:
                     p, g = params[n], grads[n]
                     shape = (-1,) + (1,) * (p.dim() - 1)
                     lr_n, mom_n = lr.view(shape), mom.view(shape)
-                    mu = sgd.prox.get(n, 0.0)
-                    if mu:
-                        g = g + mu * (p - sgd.anchors[n])
+                    if n in sgd.prox:
+                        g = g + _per_client(sgd.prox[n], p) * (p - sgd.anchors[n])
                     if sgd.momentum:
                         buf = sgd.buffers[n].mul_(mom_n).add_(g * (lr_n > 0))
                         p.addcmul_(buf, lr_n, value=-1.0)
@@ -270,8 +274,8 @@ class LoopBackend:
                 loss = loss_value(sgd.loss, logits.unsqueeze(0), y.index_select(0, rows).unsqueeze(0),
                                   schedule.weight[s, c].unsqueeze(0))
                 for n, mu in sgd.prox.items():
-                    if n in sgd.update:
-                        loss = loss + 0.5 * mu * (named[n] - sgd.anchors[n][c]).pow(2).sum()
+                    if n in sgd.update and float(mu[c]):
+                        loss = loss + 0.5 * float(mu[c]) * (named[n] - sgd.anchors[n][c]).pow(2).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

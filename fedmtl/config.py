@@ -66,6 +66,7 @@ class TrainConfig:
     loss: str = "cross_entropy"
     backend: str = "auto"
     keep_optimizer_state: bool = False
+    ditto_lambda: float = 0.0
     seed: int = 0
     threads: int | None = None
     eval_every: int = 1
@@ -77,6 +78,8 @@ class TrainConfig:
                 raise ConfigError(f"config {name} must be a positive integer, got {value!r}")
         if not self.lr > 0:
             raise ConfigError(f"config lr must be > 0, got {self.lr!r}")
+        if not self.ditto_lambda >= 0:
+            raise ConfigError(f"config ditto_lambda must be >= 0, got {self.ditto_lambda!r}")
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"config momentum must be in [0, 1), got {self.momentum!r}")
         k = self.clients_per_task

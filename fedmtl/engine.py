@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from fedmtl.backends import LocalSGD, make_backend
 from fedmtl.checkpoint import load_checkpoint, save_checkpoint
 from fedmtl.config import TrainConfig
-from fedmtl.errors import CheckpointError
+from fedmtl.errors import CheckpointError, ConfigError
 from fedmtl.federation import Federation
 from fedmtl.layers import LayerSpec, LayerType, partition
 from fedmtl.losses import correct_and_count
@@ -80,6 +80,14 @@ class Simulation:
                              for n in self.names[LayerType.TASK]}
         self.personal: Params = {n: native[n].unsqueeze(0).repeat(m, *[1] * native[n].dim())
                                  for n in self.names[LayerType.PERSONAL]}
+        self.shadow: Params = {}  # Ditto: each client's personal copy of the shared layers
+        if config.ditto_lambda:
+            if self.names[LayerType.PERSONAL]:
+                raise ConfigError("ditto_lambda needs a model without personal layers: Ditto's personal model is a "
+                                  "full copy of the shared one")
+            if config.keep_optimizer_state:
+                raise ConfigError("ditto_lambda cannot be combined with keep_optimizer_state yet")
+            self.shadow = {n: native[n].unsqueeze(0).repeat(m, *[1] * native[n].dim()) for n in self._shared()}
         self.buffers: Params = {}
         if config.keep_optimizer_state and config.momentum:
             self.buffers = {n: torch.zeros(m, *native[n].shape) for n in self._trainable()}
@@ -143,6 +151,9 @@ class Simulation:
     def _trainable(self) -> list[str]:
         return [n for n, t in self.types.items() if t is not LayerType.PRETRAINED]
 
+    def _shared(self) -> list[str]:
+        return [n for n, t in self.types.items() if t in (LayerType.COMMON, LayerType.TASK)]
+
     def _assemble(self, clients: torch.Tensor, *, copy: bool) -> Params:
         """Client-stacked parameters: common broadcast, task gathered by group, personal gathered by client."""
         c = len(clients)
@@ -160,10 +171,17 @@ class Simulation:
                 out[n] = self.personal[n].index_select(0, clients)
         return out
 
+    def _client_models(self, clients: torch.Tensor) -> Params:
+        """The models clients actually use: their assembled layers, or with Ditto their personal copies."""
+        params = self._assemble(clients, copy=False)
+        for n, t in self.shadow.items():
+            params[n] = t.index_select(0, clients)
+        return params
+
     def client_state_dict(self, client_id: str) -> dict[str, torch.Tensor]:
         """The full model of one client (its common + its task + its personal layers) in torch layout."""
         index = [c.id for c in self.federation.clients].index(client_id)
-        params = self._assemble(torch.tensor([index]), copy=False)
+        params = self._client_models(torch.tensor([index]))
         return {n: self.backend.from_native(n, p[0]) for n, p in params.items()}
 
     # ------------------------------------------------------------------ one round
@@ -181,23 +199,42 @@ class Simulation:
         return torch.tensor(sorted(chosen), dtype=torch.int64)
 
     def _local_training(self, clients: torch.Tensor, params: Params) -> None:
+        """E local epochs for every sampled client at once.
+
+        With Ditto (``ditto_lambda > 0``) each client trains two models on the same batches: its copy of the
+        global model (aggregated afterwards) and its personal model, pulled towards the round's global model by
+        the proximal term lambda/2 ||v - w||^2. Both run as one stack of 2C virtual clients.
+        """
         cfg = self.config
-        prox = {}
-        for scope, layer_type in (("common", LayerType.COMMON), ("task", LayerType.TASK)):
-            mu = (self.agg_common if scope == "common" else self.agg_task[0]).proximal_mu
-            prox.update({n: mu for n in self.names[layer_type] if mu})
-        anchors = {n: params[n].clone() for n in prox}
+        c = len(clients)
+        prox: Params = {}
+        for layer_type, agg in ((LayerType.COMMON, self.agg_common), (LayerType.TASK, self.agg_task[0])):
+            for n in self.names[layer_type]:
+                if agg.proximal_mu or cfg.ditto_lambda:
+                    prox[n] = torch.full((c,), float(agg.proximal_mu))
+        work = params
+        if self.shadow:
+            work = {n: torch.cat([t, self.shadow[n].index_select(0, clients) if n in self.shadow else t])
+                    for n, t in params.items()}
+            prox = {n: torch.cat([mu, torch.full((c,), float(cfg.ditto_lambda))]) for n, mu in prox.items()}
+        anchors = {n: torch.cat([params[n]] * (2 if self.shadow else 1)) for n in prox}
         if self.buffers:
             buffers = {n: b.index_select(0, clients) for n, b in self.buffers.items()}
         else:
-            buffers = {n: torch.zeros_like(params[n]) for n in self._trainable()} if cfg.momentum else {}
+            buffers = {n: torch.zeros_like(work[n]) for n in self._trainable()} if cfg.momentum else {}
         for phase in cfg.local_phases():
             update = [n for n in self._trainable() if self.types[n].value in phase.layers]
             schedule = make_schedule(self.n_train[clients], self.offsets[clients], cfg.batch_size, phase.epochs,
                                      self.generator)
+            if self.shadow:
+                schedule = schedule.repeat_clients(2)
             sgd = LocalSGD(lr=cfg.lr, momentum=cfg.momentum, loss=cfg.loss, update=update, buffers=buffers,
                            prox=prox, anchors=anchors)
-            self.backend.train(params, self.x_train, self.y_train, schedule, sgd)
+            self.backend.train(work, self.x_train, self.y_train, schedule, sgd)
+        if self.shadow:
+            for n in self._trainable():
+                params[n] = work[n][:c]
+                self.shadow[n][clients] = work[n][c:]
         if self.buffers:
             for n, b in buffers.items():
                 self.buffers[n][clients] = b
@@ -253,7 +290,7 @@ class Simulation:
         total = torch.zeros(m, dtype=torch.int64)
         for start in range(0, m, chunk):
             idx = torch.arange(start, min(m, start + chunk))
-            logits = self.backend.forward(self._assemble(idx, copy=False), self.x_test[idx])
+            logits = self.backend.forward(self._client_models(idx), self.x_test[idx])
             c, t = correct_and_count(self.config.loss, logits, self.y_test[idx], self.test_valid[idx])
             correct[idx], total[idx] = c, t
         clients = self.federation.clients
@@ -262,7 +299,7 @@ class Simulation:
     def evaluate_on(self, federation: Federation, client_id: str) -> dict[str, Any]:
         """One client's model on every client of another federation: how a centralised model, trained as a
         single pooled client, is scored per subject."""
-        state = self._assemble(torch.tensor([[c.id for c in self.federation.clients].index(client_id)]), copy=False)
+        state = self._client_models(torch.tensor([[c.id for c in self.federation.clients].index(client_id)]))
         x, y, valid = self._padded_test(federation)
         params = {n: p.expand(len(federation), *p.shape[1:]) for n, p in state.items()}
         correct, total = correct_and_count(self.config.loss, self.backend.forward(params, x), y, valid)
@@ -299,6 +336,7 @@ class Simulation:
             "common": self.common,
             "task": self.task,
             "personal": self.personal,
+            "shadow": self.shadow,
             "buffers": self.buffers,
             "aggregators": {"common": self.agg_common.state_dict(),
                             "task": [a.state_dict() for a in self.agg_task]},
@@ -315,6 +353,7 @@ class Simulation:
         self.common = {n: t.clone() for n, t in state["common"].items()}
         self.task = {n: t.clone() for n, t in state["task"].items()}
         self.personal = {n: t.clone() for n, t in state["personal"].items()}
+        self.shadow = {n: t.clone() for n, t in state.get("shadow", {}).items()}
         self.buffers = {n: t.clone() for n, t in state["buffers"].items()}
         self.agg_common.load_state_dict(state["aggregators"]["common"])
         for agg, sd in zip(self.agg_task, state["aggregators"]["task"], strict=True):

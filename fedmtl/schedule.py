@@ -29,6 +29,11 @@ class BatchSchedule:
     def client_steps(self) -> torch.Tensor:
         return self.active.sum(0)
 
+    def repeat_clients(self, times: int) -> BatchSchedule:
+        """The same batches for ``times`` copies of every client (Ditto trains two models on one stream)."""
+        return BatchSchedule(self.rows.repeat(1, times, 1), self.weight.repeat(1, times, 1),
+                             self.active.repeat(1, times))
+
 
 def make_schedule(
     sizes: torch.Tensor, offsets: torch.Tensor, batch_size: int, epochs: int, generator: torch.Generator

@@ -9,6 +9,7 @@ from torch import nn
 
 from fedmtl import (
     CheckpointError,
+    ConfigError,
     LayerSpec,
     LayerType,
     Phase,
@@ -254,3 +255,51 @@ def test_evaluation_uses_each_clients_own_model(federation):
     acc = (model(client.x_test).argmax(1) == client.y_test).float().mean().item() * 100
     assert metrics["per_client"]["c4"] == pytest.approx(acc)
     assert set(metrics["per_task"]) == {"t0", "t1"}
+
+
+def test_ditto_global_model_follows_fedavg_and_personal_copies_are_used(federation):
+    spec = LayerSpec.of(common=["fc1", "fc2", "fc3"])
+    fedavg = sim_for(federation, spec=spec, clients_per_task=2)
+    fedavg.run(progress=False)
+    ditto = sim_for(federation, spec=spec, clients_per_task=2, ditto_lambda=0.5)
+    history = ditto.run(progress=False)
+    for n, t in fedavg.common.items():  # the global half is untouched by the personal copies
+        assert torch.allclose(ditto.common[n], t, atol=1e-6), n
+    personal = ditto.client_state_dict("c1")
+    global_w = ditto.backend.from_native("fc1.weight", ditto.common["fc1.weight"])
+    assert not torch.allclose(personal["fc1.weight"], global_w)
+    model = mlp([10, 16, 8, 3])
+    model.load_state_dict(personal)  # evaluation scores each client's personal model
+    client = federation.clients[1]
+    acc = (model(client.x_test).argmax(1) == client.y_test).float().mean().item() * 100
+    assert history[-1]["per_client"]["c1"] == pytest.approx(acc)
+
+
+@pytest.mark.parametrize("backend", ["stacked", "vmap"])
+def test_ditto_backends_match_the_loop(federation, backend):
+    spec = LayerSpec.of(common=["fc1", "fc2"], task="fc3")
+    states = {}
+    for name in ("loop", backend):
+        sim = sim_for(federation, spec=spec, backend=name, ditto_lambda=0.3, momentum=0.5, clients_per_task=2)
+        sim.run(progress=False)
+        states[name] = sim.client_state_dict("c5")
+    for n, t in states["loop"].items():
+        assert torch.allclose(states[backend][n], t, atol=2e-5, rtol=1e-4), n
+
+
+def test_ditto_with_large_lambda_keeps_personal_near_global(federation):
+    spec = LayerSpec.of(common=["fc1", "fc2", "fc3"])
+    sim = sim_for(federation, spec=spec, ditto_lambda=19.0, lr=0.05, rounds=2)
+    sim.run(progress=False)
+    loose = sim_for(federation, spec=spec, ditto_lambda=0.01, lr=0.05, rounds=2)
+    loose.run(progress=False)
+
+    def gap(s):
+        return float((s.shadow["fc1.weight"] - s.common["fc1.weight"]).abs().mean())
+
+    assert gap(sim) < gap(loose)
+
+
+def test_ditto_refuses_personal_layers(federation):
+    with pytest.raises(ConfigError, match="without personal layers"):
+        sim_for(federation, ditto_lambda=0.1)
