@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grid-batches", type=_floats, default=GRID_BATCHES, help="batch sizes for --grid")
     run.add_argument("--quick", action="store_true", help="seconds-long smoke run (3 rounds, 1 seed, 1 epoch)")
     run.add_argument("--out", default="results", help="output directory (default: results)")
+    run.add_argument("--checkpoints", metavar="DIR",
+                     help="checkpoint every run after each round under DIR; rerunning resumes a killed suite")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub.add_parser("list", help="list suites and regimes")
     return parser
@@ -108,6 +110,8 @@ def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     workload = har_workload(suite, progress=progress)
     check_regimes(workload, regimes)
+    if args.checkpoints:
+        workload = dataclasses.replace(workload, checkpoints=args.checkpoints)
     tuning: dict[str, Any] = {}
     if args.grid:
         validation = har_workload(suite, validation=True, progress=progress)

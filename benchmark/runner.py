@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +33,7 @@ class Workload:
     sizes: tuple[int, ...]
     base: TrainConfig
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # regime -> TrainConfig changes
+    checkpoints: str | None = None  # directory for per-run checkpoints: a killed suite resumes where it stopped
 
     def config_for(self, regime: Regime, seed: int) -> TrainConfig:
         changes = {"seed": seed, "phases": regime.local_phases(self.base.local_epochs), **regime.extra}
@@ -97,7 +99,9 @@ def run_regime(workload: Workload, regime: Regime, seed: int, *, progress: bool 
     federation = Federation(workload.clients)
     trained_on = Federation([pool_clients(workload.clients)]) if regime.pooled else federation
     start = time.perf_counter()
-    sim = Simulation(model, layer_spec(regime, len(workload.sizes) - 1), trained_on, config)
+    checkpoint_dir = Path(workload.checkpoints) / f"{regime.name}-seed{seed}" if workload.checkpoints else None
+    sim = Simulation(model, layer_spec(regime, len(workload.sizes) - 1), trained_on, config,
+                     checkpoint_dir=checkpoint_dir)
     history = sim.run(progress=progress, desc=f"{regime.name} s{seed}")
     final = sim.evaluate_on(federation, "pooled") if regime.pooled else history[-1]
     return RunResult(

@@ -3,6 +3,7 @@ scored on a validation split carved from the training data so test data never pi
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ def grid_search(validation: Workload, regimes: Sequence[Regime], *, lrs: Sequenc
     """Best (lr, batch size) per regime by validation accuracy at the final round; every grid point kept."""
     tasks = [Task(r, seed, (("lr", float(lr)), ("batch_size", int(b))))
              for r in regimes for b in batch_sizes for lr in lrs]
+    validation = dataclasses.replace(validation, checkpoints=None)  # grid points differ only in lr/batch
     runs = execute(validation, tasks, jobs=jobs, progress=progress, desc="grid")
     out: dict[str, dict[str, Any]] = {}
     for regime in regimes:

@@ -66,3 +66,17 @@ def test_list_shows_regimes(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     assert "mtfl" in text and "fedrep" in text and "har" in text
+
+
+def test_checkpointed_suite_resumes_from_its_checkpoints(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    args = ["--quick", "--no-progress", "--regimes", "mtfl,separate", "--jobs", "1", "--checkpoints", str(ckpt)]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert sorted(p.name for p in ckpt.iterdir()) == ["mtfl-seed0", "separate-seed0"]
+    stamp = (ckpt / "mtfl-seed0" / "checkpoint.pt").stat().st_mtime_ns
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    # a finished run is read back, not retrained: same numbers, checkpoint untouched
+    assert (ckpt / "mtfl-seed0" / "checkpoint.pt").stat().st_mtime_ns == stamp
+    rows = [json.loads((tmp_path / d / "har" / "leaderboard.json").read_text())["rows"] for d in "ab"]
+    assert [(r["regime"], r["accuracy"]) for r in rows[0]] == [(r["regime"], r["accuracy"]) for r in rows[1]]

@@ -19,6 +19,11 @@ def test_fedrep_alternates_head_then_body():
     assert [(p.epochs, p.layers) for p in phases] == [(5, ("personal",)), (1, ("common",))]
 
 
+def test_ditto_is_a_global_model_with_personal_copies():
+    ditto = REGIMES["ditto"]
+    assert ditto.layer_types(4) == ("common",) * 4 and ditto.extra["ditto_lambda"] > 0
+
+
 def test_unknown_regime_is_named():
     with pytest.raises(ConfigError, match="'fedmagic'"):
         get_regimes("mtfl,fedmagic")
