@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.regimes import Regime
-from fedmtl import Client, Federation, LayerSpec, LayerSpecError, Simulation, TrainConfig, mlp, partition
+from fedmtl import Client, DivergedError, Federation, LayerSpec, LayerSpecError, Simulation, TrainConfig, mlp, partition
 
 __all__ = [
     "Workload", "Task", "execute", "RunResult", "RegimeSummary", "run_regime", "run_suite", "summarize_runs",
@@ -93,7 +93,10 @@ def check_regimes(workload: Workload, regimes: Sequence[Regime]) -> None:
         partition(mlp(workload.sizes), layer_spec(regime, n_layers))
 
 
-def run_regime(workload: Workload, regime: Regime, seed: int, *, progress: bool = False) -> RunResult:
+def run_regime(workload: Workload, regime: Regime, seed: int, *, progress: bool = False,
+               tolerate_divergence: bool = False) -> RunResult:
+    """Train one regime with one seed. A diverging run raises, or with ``tolerate_divergence`` (grid points)
+    comes back with NaN accuracy so a too-large learning rate loses the grid instead of ending it."""
     config = workload.config_for(regime, seed)
     model = mlp(workload.sizes, seed=seed)
     federation = Federation(workload.clients)
@@ -102,7 +105,15 @@ def run_regime(workload: Workload, regime: Regime, seed: int, *, progress: bool 
     checkpoint_dir = Path(workload.checkpoints) / f"{regime.name}-seed{seed}" if workload.checkpoints else None
     sim = Simulation(model, layer_spec(regime, len(workload.sizes) - 1), trained_on, config,
                      checkpoint_dir=checkpoint_dir)
-    history = sim.run(progress=progress, desc=f"{regime.name} s{seed}")
+    try:
+        history = sim.run(progress=progress, desc=f"{regime.name} s{seed}")
+    except DivergedError:
+        if not tolerate_divergence:
+            raise
+        nan = float("nan")
+        history = [*sim.history, {"accuracy": nan, "client_mean_accuracy": nan, "per_task": {}}]
+        return RunResult(regime.name, seed, nan, nan, [h["accuracy"] for h in history], {},
+                         time.perf_counter() - start, {"regime": regime.name, "diverged": True, **config.to_dict()})
     final = sim.evaluate_on(federation, "pooled") if regime.pooled else history[-1]
     return RunResult(
         regime=regime.name, seed=seed, accuracy=final["accuracy"],
@@ -135,6 +146,7 @@ class Task:
     regime: Regime
     seed: int
     overrides: tuple[tuple[str, Any], ...] = ()
+    tolerate_divergence: bool = False
 
 
 def _run_task(workload: Workload, task: Task) -> RunResult:
@@ -142,7 +154,7 @@ def _run_task(workload: Workload, task: Task) -> RunResult:
         name = task.regime.name
         merged = {**workload.overrides.get(name, {}), **dict(task.overrides)}
         workload = dataclasses.replace(workload, overrides={**workload.overrides, name: merged})
-    return run_regime(workload, task.regime, task.seed)
+    return run_regime(workload, task.regime, task.seed, tolerate_divergence=task.tolerate_divergence)
 
 
 def _init_worker(workload: Workload, threads: int) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from fedmtl.errors import CheckpointError, ConfigError, FedMTLError
+from fedmtl.errors import CheckpointError, ConfigError, DivergedError, FedMTLError
 
 __all__ = [
     "AGGREGATORS",
@@ -94,7 +94,7 @@ def validate_updates(name: str, updates: torch.Tensor, weights: torch.Tensor) ->
         raise FedMTLError(f"aggregator {name!r}: total client weight must be positive, got {total}")
     bad = int((~torch.isfinite(updates)).any(dim=1).sum())
     if bad:
-        raise FedMTLError(
+        raise DivergedError(
             f"aggregator {name!r}: {bad} of {n} client(s) sent non-finite values (NaN/Inf) in their update"
         )
 

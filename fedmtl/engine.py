@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from fedmtl.backends import LocalSGD, make_backend
 from fedmtl.checkpoint import load_checkpoint, save_checkpoint
 from fedmtl.config import TrainConfig
-from fedmtl.errors import CheckpointError, ConfigError
+from fedmtl.errors import CheckpointError, ConfigError, DivergedError
 from fedmtl.federation import Federation
 from fedmtl.layers import LayerSpec, LayerType, partition
 from fedmtl.losses import correct_and_count
@@ -231,6 +231,12 @@ class Simulation:
             sgd = LocalSGD(lr=cfg.lr, momentum=cfg.momentum, loss=cfg.loss, update=update, buffers=buffers,
                            prox=prox, anchors=anchors)
             self.backend.train(work, self.x_train, self.y_train, schedule, sgd)
+        trained = self._trainable()
+        bad = torch.stack([~torch.isfinite(work[n]).flatten(1).all(1) for n in trained]).any(0) if trained else None
+        if bad is not None and bool(bad.any()):
+            ids = [self.federation.clients[i].id for i in clients.repeat(2 if self.shadow else 1)[bad].tolist()]
+            raise DivergedError(f"round {self.round_index + 1}: local training diverged (NaN/Inf weights) on "
+                                f"{len(set(ids))} client(s), e.g. {ids[0]!r}; lower the learning rate (lr={cfg.lr})")
         if self.shadow:
             for n in self._trainable():
                 params[n] = work[n][:c]

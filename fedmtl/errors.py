@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FedMTLError", "ConfigError", "LayerSpecError", "DatasetError", "CheckpointError"]
+__all__ = ["FedMTLError", "ConfigError", "LayerSpecError", "DatasetError", "CheckpointError", "DivergedError"]
 
 
 class FedMTLError(ValueError):
@@ -23,3 +23,7 @@ class DatasetError(FedMTLError):
 
 class CheckpointError(FedMTLError):
     """A checkpoint cannot be used to resume this run."""
+
+
+class DivergedError(FedMTLError):
+    """Training produced NaN/Inf weights or updates (usually a learning rate too large for the data)."""

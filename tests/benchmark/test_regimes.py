@@ -27,3 +27,23 @@ def test_ditto_is_a_global_model_with_personal_copies():
 def test_unknown_regime_is_named():
     with pytest.raises(ConfigError, match="'fedmagic'"):
         get_regimes("mtfl,fedmagic")
+
+
+def test_grid_survives_a_diverging_learning_rate():
+    import torch
+
+    from benchmark.runner import Workload
+    from benchmark.tuning import grid_search
+    from fedmtl import Client, TrainConfig
+
+    g = torch.Generator().manual_seed(0)
+    clients = []
+    for i in range(3):
+        x = torch.randn(40, 6, generator=g)
+        y = (x[:, 0] > 0).long()
+        clients.append(Client(f"c{i}", f"c{i}", x[:30], y[:30], x[30:], y[30:]))
+    workload = Workload("toy", tuple(clients), (6, 8, 2), TrainConfig(rounds=2, local_epochs=1, batch_size=8))
+    result = grid_search(workload, [REGIMES["mtfl"]], lrs=[0.1, 1e30], batch_sizes=[8], progress=False)
+    points = {p["lr"]: p["val_accuracy"] for p in result["mtfl"]["grid"]}
+    assert points[1e30] != points[1e30]  # NaN: diverged, recorded, not fatal
+    assert result["mtfl"]["lr"] == 0.1

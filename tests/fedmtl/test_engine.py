@@ -303,3 +303,11 @@ def test_ditto_with_large_lambda_keeps_personal_near_global(federation):
 def test_ditto_refuses_personal_layers(federation):
     with pytest.raises(ConfigError, match="without personal layers"):
         sim_for(federation, ditto_lambda=0.1)
+
+
+def test_divergence_is_a_clear_error_naming_the_round(federation):
+    from fedmtl import DivergedError
+
+    sim = sim_for(federation, spec=LayerSpec.of(personal=["fc1", "fc2", "fc3"]), lr=1e30)
+    with pytest.raises(DivergedError, match="round 1: local training diverged"):
+        sim.run(progress=False)
