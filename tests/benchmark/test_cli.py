@@ -96,3 +96,13 @@ def test_quick_run_on_an_original_uci_har_folder(tmp_path, capsys):
     board = json.loads((out / "har" / "leaderboard.json").read_text())
     assert board["meta"]["features"] == 561 and board["meta"]["clients"] == 3
     assert {r["regime"] for r in board["rows"]} == {"mtfl", "separate"}
+
+
+def test_shipped_example_config_runs(tmp_path, capsys):
+    out = tmp_path / "results"
+    code = main(["--quick", "--no-progress", "--jobs", "1", "--regimes", "fedavg", "--config",
+                 str(ROOT / "configs" / "har-fedadam.toml"), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    row = json.loads((out / "har" / "leaderboard.json").read_text())["rows"][0]
+    assert row["config"]["aggregators"]["common"] == {"name": "fedadam", "lr": 0.003}
+    assert row["config"]["rounds"] == 3  # --quick still caps the run
