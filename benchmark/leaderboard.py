@@ -44,7 +44,7 @@ def to_markdown(suite: str, summaries: Sequence[RegimeSummary], meta: dict[str, 
             f"{s.config['batch_size']} | {s.seconds:.1f} |"
         )
     lines += ["", "accuracy: all test samples pooled (sample-weighted); client-mean: unweighted mean over clients; "
-              "mean ± std over seeds."]
+              "mean ± sample std over seeds."]
     return "\n".join(lines) + "\n"
 
 

@@ -69,7 +69,7 @@ class RegimeSummary:
         return [statistics.fmean(v) for v in zip(*(r.curve for r in self.runs), strict=True)]
 
     def curve_std(self) -> list[float]:
-        return [statistics.pstdev(v) for v in zip(*(r.curve for r in self.runs), strict=True)]
+        return [_std(list(v)) for v in zip(*(r.curve for r in self.runs), strict=True)]
 
 
 def pool_clients(clients: Sequence[Client]) -> Client:
@@ -124,14 +124,19 @@ def run_regime(workload: Workload, regime: Regime, seed: int, *, progress: bool 
     )
 
 
+def _std(values: list[float]) -> float:
+    """Sample standard deviation over seeds (0 for a single seed)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def summarize_runs(runs: list[RunResult]) -> RegimeSummary:
     accs = [r.accuracy for r in runs]
     cms = [r.client_mean_accuracy for r in runs]
     config = {k: v for k, v in runs[0].config.items() if k != "seed"}
     config["seeds"] = [r.seed for r in runs]
     return RegimeSummary(
-        regime=runs[0].regime, accuracy=statistics.fmean(accs), std=statistics.pstdev(accs),
-        client_mean_accuracy=statistics.fmean(cms), client_mean_std=statistics.pstdev(cms), seeds=len(runs),
+        regime=runs[0].regime, accuracy=statistics.fmean(accs), std=_std(accs),
+        client_mean_accuracy=statistics.fmean(cms), client_mean_std=_std(cms), seeds=len(runs),
         seconds=sum(r.seconds for r in runs), config=config, runs=runs,
     )
 
