@@ -23,7 +23,7 @@ from fedmtl.errors import ConfigError, FedMTLError
 __all__ = ["main", "build_parser"]
 
 SUITES = ("har",)
-GRID_LRS = (0.01, 0.02, 0.05, 0.1, 0.2)
+GRID_LRS = (0.01, 0.02, 0.05, 0.1)
 GRID_BATCHES = (32,)
 
 
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grid", action="store_true", help="tune lr (and batch) per regime on a validation split first")
     run.add_argument("--grid-lrs", type=_floats, default=GRID_LRS, help="learning rates for --grid")
     run.add_argument("--grid-batches", type=_floats, default=GRID_BATCHES, help="batch sizes for --grid")
+    run.add_argument("--grid-seeds", type=_positive_int, default=2, help="seeds per grid point (default 2)")
     run.add_argument("--quick", action="store_true", help="seconds-long smoke run (3 rounds, 1 seed, 1 epoch)")
     run.add_argument("--out", default="results", help="output directory (default: results)")
     run.add_argument("--checkpoints", metavar="DIR",
@@ -91,7 +92,7 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
 
 def _run(args: argparse.Namespace) -> int:
     from benchmark.har import HarSuiteConfig, har_workload
-    from benchmark.leaderboard import to_markdown, write_leaderboard
+    from benchmark.leaderboard import atomic_write, to_markdown, write_leaderboard
     from benchmark.runner import check_regimes, run_suite
     from benchmark.tuning import grid_search
 
@@ -117,7 +118,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.grid:
         validation = har_workload(suite, validation=True, progress=progress)
         tuning = grid_search(validation, regimes, lrs=args.grid_lrs, batch_sizes=[int(b) for b in args.grid_batches],
-                             jobs=args.jobs, progress=progress)
+                             seeds=range(args.grid_seeds), jobs=args.jobs, progress=progress)
+        # written now, not with the leaderboard: the grid is the expensive part and must survive a failed run
+        atomic_write(Path(args.out) / args.suite / "grid.json", (json.dumps(tuning, indent=2) + "\n").encode())
         workload = dataclasses.replace(workload, overrides={
             name: {"lr": best["lr"], "batch_size": best["batch_size"]} for name, best in tuning.items()})
     summaries = run_suite(workload, regimes, seeds, jobs=args.jobs, progress=progress)
@@ -125,10 +128,6 @@ def _run(args: argparse.Namespace) -> int:
             "clients": len(workload.clients), "features": workload.sizes[0],
             "wall_s": round(time.perf_counter() - start, 1)}
     paths = write_leaderboard(args.out, args.suite, summaries, meta)
-    if tuning:
-        from benchmark.leaderboard import atomic_write
-
-        atomic_write(Path(args.out) / args.suite / "grid.json", (json.dumps(tuning, indent=2) + "\n").encode())
     print(to_markdown(args.suite, summaries, meta))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -107,9 +107,9 @@ def run_regime(workload: Workload, regime: Regime, seed: int, *, progress: bool 
                      checkpoint_dir=checkpoint_dir)
     try:
         history = sim.run(progress=progress, desc=f"{regime.name} s{seed}")
-    except DivergedError:
+    except DivergedError as exc:
         if not tolerate_divergence:
-            raise
+            raise DivergedError(f"regime {regime.name!r}, seed {seed}: {exc}") from None
         nan = float("nan")
         history = [*sim.history, {"accuracy": nan, "client_mean_accuracy": nan, "per_task": {}}]
         return RunResult(regime.name, seed, nan, nan, [h["accuracy"] for h in history], {},

@@ -125,7 +125,7 @@ def test_uci_folder_merges_train_and_test_per_subject(tmp_path: Path) -> None:
 
 def test_uci_standardize_uses_pooled_train_statistics(tmp_path: Path) -> None:
     base = _write_uci(tmp_path, {"train": [1, 2], "test": [3]})
-    ds = standardize(load_har(uci_har_path=base, progress=False))
+    ds = standardize(load_har(uci_har_path=base, progress=False), clip=None)
     pooled = np.concatenate([s.x_train for s in ds.subjects]).astype(np.float64)
     assert np.allclose(pooled.mean(axis=0), 0.0, atol=1e-5)
     assert np.allclose(pooled.std(axis=0), 1.0, atol=1e-4)
@@ -308,10 +308,16 @@ def test_installed_package_copy_is_found_without_importing_it(
 
 @pytest.mark.slow
 def test_real_standardize(hapt: HarDataset) -> None:
-    z = standardize(hapt)
-    pooled = np.concatenate([s.x_train for s in z.subjects]).astype(np.float64)
+    raw = standardize(hapt, clip=None)
+    pooled = np.concatenate([s.x_train for s in raw.subjects]).astype(np.float64)
     assert np.allclose(pooled.mean(axis=0), 0.0, atol=1e-3)
     assert np.all(pooled.std(axis=0) <= 1.0 + 1e-3)
+    assert np.abs(pooled).max() > 5  # the heavy tails the default clip is for
+    z = standardize(hapt)
+    clipped = np.concatenate([s.x_train for s in z.subjects])
+    assert np.abs(clipped).max() <= 5.0 and np.abs(np.concatenate([s.x_test for s in z.subjects])).max() <= 5.0
+    inside = np.abs(pooled) < 5
+    assert np.allclose(clipped[inside], pooled[inside], atol=1e-5)
     assert all(np.all(np.isfinite(s.x_test)) for s in z.subjects)
     assert hapt.subjects[0].x_train is not z.subjects[0].x_train
 
