@@ -92,9 +92,10 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
 
 def _run(args: argparse.Namespace) -> int:
     from benchmark.har import HarSuiteConfig, har_workload
-    from benchmark.leaderboard import atomic_write, to_markdown, write_leaderboard
+    from benchmark.leaderboard import to_markdown, write_leaderboard
     from benchmark.runner import check_regimes, run_suite
     from benchmark.tuning import grid_search
+    from fedmtl.files import atomic_write
 
     if args.suite not in SUITES:
         raise ConfigError(f"suite {args.suite!r} is unknown (known: {', '.join(SUITES)})")

