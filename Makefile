@@ -14,11 +14,11 @@ $(BIN)/python:
 # torch first and exactly pinned: a looser spec (or torchvision) pulls gigabytes of CUDA wheels.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e . --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 venv: $(VENV)/.installed
