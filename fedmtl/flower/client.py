@@ -54,8 +54,7 @@ class ClientRuntime:
 
     @classmethod
     def build(cls, run_config: Mapping[str, Any], partition: int) -> ClientRuntime:
-        setup = load_factory(run_config)
-        clients = list(setup.clients())
+        setup, clients = _setup(json.dumps(dict(run_config), sort_keys=True))
         if not 0 <= partition < len(clients):
             raise ValueError(f"partition-id {partition} is out of range: the federation has {len(clients)} clients")
         if setup.config.threads is not None:
@@ -101,10 +100,17 @@ class ClientRuntime:
         return int(correct[0]), int(total[0])
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
+def _setup(config_json: str) -> tuple[FlowerSetup, list[Client]]:
+    """The factory's output, once per process and run config (one data load for every partition it serves)."""
+    setup = load_factory(json.loads(config_json))
+    return setup, list(setup.clients())
+
+
+@functools.lru_cache(maxsize=256)
 def _runtime(config_json: str, partition: int) -> ClientRuntime:
-    """Cached per process: in simulation one worker serves many messages; in deployment each message gets a
-    fresh process and this is built once per message."""
+    """Cached per process: in simulation one worker serves many partitions and messages; in deployment each
+    message gets a fresh process and this is built once per message."""
     return ClientRuntime.build(json.loads(config_json), partition)
 
 

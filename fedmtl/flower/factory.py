@@ -82,7 +82,7 @@ def toy_federation(run_config: Mapping[str, Any]) -> FlowerSetup:
         return out
 
     config = TrainConfig(
-        rounds=int(run_config.get("rounds", 3)), local_epochs=2, batch_size=8, lr=0.1, momentum=0.5,
+        rounds=int(run_config.get("num-rounds", 0)) or 3, local_epochs=2, batch_size=8, lr=0.1, momentum=0.5,
         clients_per_task=int(run_config.get("toy-clients-per-task", 1)), seed=seed, threads=1,
         aggregators={"common": {"name": "fedavg"}, "task": {"name": "fedadam", "lr": 0.01}},
         backend=str(run_config.get("toy-backend", "auto")))

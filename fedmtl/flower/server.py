@@ -8,7 +8,7 @@ whatever valid replies arrived before ``round-timeout`` if there are at least ``
 otherwise leaves the global layers unchanged. Every ``eval_every`` rounds every client evaluates its own
 model and the server builds the same metrics as ``Simulation.evaluate``.
 
-Run config keys (all but ``fedmtl-factory`` optional): ``fedmtl-factory``, ``num-rounds`` (default: the
+Run config keys (all but ``fedmtl-factory`` optional): ``fedmtl-factory``, ``num-rounds`` (0 or absent: the
 factory config's rounds), ``round-timeout`` (s, 120), ``min-replies`` (1), ``poll`` (s, 0.1), ``wait-timeout``
 (s, 120: how long to wait for every client to come online), ``out-file`` (JSON lines, one per event) and
 ``result-file`` (``torch.save`` of history and final shared layers).
@@ -58,7 +58,7 @@ class RunSettings:
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any], default_rounds: int) -> RunSettings:
         get = run_config.get
-        return cls(rounds=int(get("num-rounds", default_rounds)), round_timeout=float(get("round-timeout", 120.0)),
+        return cls(rounds=int(get("num-rounds", 0)) or default_rounds, round_timeout=float(get("round-timeout", 120.0)),
                    min_replies=int(get("min-replies", 1)), poll=float(get("poll", 0.1)),
                    wait_timeout=float(get("wait-timeout", 120.0)), out_file=str(get("out-file", "")),
                    result_file=str(get("result-file", "")))
