@@ -170,7 +170,7 @@ class FlowerServer:
         state = self.state
         assert state is not None
         start = time.monotonic()
-        self._refresh(timeout=min(10.0, self.settings.round_timeout))
+        self._refresh(timeout=self.settings.round_timeout)
         clients = state.sample_clients()
         schedules = state.draw_schedules(clients)
         node_of = self._node_of()
