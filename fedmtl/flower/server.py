@@ -99,6 +99,7 @@ class FlowerServer:
         self.settings = RunSettings.from_run_config(run_config, self.config.rounds)
         _, _, self.types, self.initial = prepare_model(self.setup.model(), self.setup.spec, self.config.backend)
         self.registry: dict[int, ClientInfo] = {}  # node id -> client
+        self.retired: set[int] = set()  # node ids never to ask again (replaced or unavailable)
         self.state: ServerState | None = None
         self.history: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
@@ -118,21 +119,33 @@ class FlowerServer:
                         ttl=timeout + 60) for n in node_ids]
         result = exchange(self.grid, msgs, timeout=timeout, poll=self.settings.poll)
         for node, reply in result.ok.items():
-            info = reply.content["info"]
-            client = ClientInfo(int(info["partition-id"]), int(info["num-partitions"]), str(info["client-id"]),
-                                str(info["task"]), int(info["num-train"]))
+            try:
+                info = reply.content["info"]
+                client = ClientInfo(int(info["partition-id"]), int(info["num-partitions"]),
+                                    str(info["client-id"]), str(info["task"]), int(info["num-train"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("node %s answered the query without a usable client description: %r", node, exc)
+                continue
             for old in [k for k, v in self.registry.items() if v.partition == client.partition]:
                 del self.registry[old]  # a restarted node comes back with a new node id
+                self.retired.add(old)
             self.registry[node] = client
         for node, (code, reason) in result.errors.items():
             log.warning("query to node %s failed: code %s, %s", node, code, reason[:200])
+            if code == NODE_UNAVAILABLE:
+                self.retired.add(node)
 
     def _refresh(self, timeout: float) -> None:
-        """Forget nodes that left, ask new ones who they are."""
+        """Forget nodes that left, ask new ones who they are.
+
+        Retired nodes (replaced by a newer node for the same client, or reported unavailable) are never asked
+        again: the SuperLink keeps listing a dead node for up to two heartbeat intervals (about 60 s), and
+        asking it would cost a full timeout. A node that stays silent is asked again next round.
+        """
         live = set(self.grid.get_node_ids())
         for gone in [n for n in self.registry if n not in live]:
             del self.registry[gone]
-        unknown = sorted(live - set(self.registry))
+        unknown = sorted(live - set(self.registry) - self.retired)
         if unknown:
             self._discover(unknown, timeout)
 
@@ -188,31 +201,34 @@ class FlowerServer:
         result = exchange(self.grid, msgs, timeout=self.settings.round_timeout, poll=self.settings.poll)
         ids = state.roster.ids
         accepted: dict[int, Params] = {}
-        weights: dict[int, float] = {}
         rejected: dict[str, str] = {}
         restored: list[str] = []  # clients whose personal layers came back from their state-dir file
         for node, reply in result.ok.items():
             client = sent[node]
-            update = decode_params(reply.content["arrays"])
             expected = {n: t[0] for n, t in state.shared_for(torch.tensor([client]), copy=False).items()}
-            problem = check_update(update, expected)
+            try:
+                update = decode_params(reply.content["arrays"])
+                problem = check_update(update, expected)
+                from_file = int(reply.content["metrics"].get("personal-from-file", 0))
+            except (KeyError, TypeError, ValueError) as exc:
+                problem = f"malformed reply: {exc!r}"
             if problem is not None:
                 rejected[ids[client]] = problem
                 log.warning("round %d: update from client %s rejected: %s", round_index, ids[client], problem)
                 continue
             accepted[client] = update
-            weights[client] = float(reply.content["metrics"]["num-examples"])
-            if int(reply.content["metrics"].get("personal-from-file", 0)):
+            if from_file:
                 restored.append(ids[client])
         for node, (code, _reason) in result.errors.items():
             if code == NODE_UNAVAILABLE:
                 self.registry.pop(node, None)
+                self.retired.add(node)
         order = sorted(accepted)
         aggregated = len(order) >= self.settings.min_replies and bool(order)
         if aggregated:
+            # weights: the training-set sizes the clients reported when they joined (as the in-process engine)
             stacked = {n: torch.stack([accepted[c][n] for c in order]) for n in accepted[order[0]]}
-            state.aggregate(torch.tensor(order, dtype=torch.int64), stacked,
-                            torch.tensor([weights[c] for c in order]))
+            state.aggregate(torch.tensor(order, dtype=torch.int64), stacked)
         else:
             log.warning("round %d: %d valid replies < min-replies %d; global layers unchanged", round_index,
                         len(order), self.settings.min_replies)
@@ -243,9 +259,11 @@ class FlowerServer:
         correct = torch.zeros(m, dtype=torch.int64)
         total = torch.zeros(m, dtype=torch.int64)
         for node, reply in result.ok.items():
-            metrics = reply.content["metrics"]
-            correct[sent[node]] = int(metrics["correct"])
-            total[sent[node]] = int(metrics["total"])
+            try:
+                metrics = reply.content["metrics"]
+                correct[sent[node]], total[sent[node]] = int(metrics["correct"]), int(metrics["total"])
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("evaluation reply from client %s unusable: %r", state.roster.ids[sent[node]], exc)
         return summarize(correct, total, list(state.roster.ids), list(state.roster.client_tasks))
 
     # ------------------------------------------------------------------ the run

@@ -220,6 +220,29 @@ def test_dead_client_does_not_stop_the_run_and_keeps_its_personal_state(tmp_path
                            stored["fc3.weight"])
 
 
+def test_malformed_reply_is_rejected_not_fatal():
+    run_config = {**FACTORY, "toy-clients-per-task": 2}
+    grid = LocalGrid(run_config, 4)
+    pull = grid.pull_messages
+    victim = None
+
+    def strip_arrays(ids):
+        replies = pull(ids)
+        for r in replies:
+            if not r.has_error() and "arrays" in r.content and r.metadata.src_node_id == victim:
+                del r.content["arrays"]
+        return replies
+
+    grid.pull_messages = strip_arrays
+    server = FlowerServer(grid, run_config)  # type: ignore[arg-type]
+    from fedmtl.server_state import ServerState
+
+    server.state = ServerState(server.config, server.wait_for_clients(), server.types, server.initial)
+    victim = grid.node_of(2)
+    record = server.train_round(1)
+    assert "malformed" in record["rejected"]["c2"] and record["aggregated"] == ["c0", "c1", "c3"]
+
+
 def test_too_few_replies_leave_the_globals_unchanged():
     run_config = {**FACTORY, "toy-clients-per-task": 2, "min-replies": 4, "round-timeout": 0.2}
     grid = LocalGrid(run_config, 4)
