@@ -57,7 +57,10 @@ def toy_federation(run_config: Mapping[str, Any]) -> FlowerSetup:
     """A tiny synthetic federation for tests: ``toy-clients`` clients of unequal sizes over ``toy-tasks`` tasks,
     an MLP 10 -> 16 -> 8 -> 3 with one common, one task and one personal layer. Built in milliseconds.
     ``toy-nan-client`` (a partition id) gives that client a NaN feature: its updates come back NaN, which is how
-    tests exercise the server's rejection of non-finite updates."""
+    tests exercise the server's rejection of non-finite updates. ``toy-variant`` changes the training recipe:
+    ``fedprox`` (proximal term on common and task layers, median task aggregation), ``fedrep`` (two local phases:
+    personal first, then shared) or ``all`` (every client every round, plain SGD); default: FedAvg common,
+    FedAdam task, momentum, one client per task per round."""
     from fedmtl.models import mlp
 
     n_clients = int(run_config.get("toy-clients", 4))
@@ -86,6 +89,16 @@ def toy_federation(run_config: Mapping[str, Any]) -> FlowerSetup:
         clients_per_task=int(run_config.get("toy-clients-per-task", 1)), seed=seed, threads=1,
         aggregators={"common": {"name": "fedavg"}, "task": {"name": "fedadam", "lr": 0.01}},
         backend=str(run_config.get("toy-backend", "auto")))
+    variant = str(run_config.get("toy-variant", "default"))
+    variants: dict[str, dict[str, Any]] = {
+        "default": {},
+        "fedprox": {"aggregators": {"common": {"name": "fedprox", "mu": 0.1}, "task": {"name": "median"}}},
+        "fedrep": {"phases": ({"epochs": 2, "layers": ["personal"]}, {"epochs": 1, "layers": ["common", "task"]})},
+        "all": {"clients_per_task": "all", "momentum": 0.0},
+    }
+    if variant not in variants:
+        raise ConfigError(f"toy-variant {variant!r} is unknown (known: {', '.join(variants)})")
+    config = config.replace(**variants[variant])
     spec = LayerSpec.of(common="fc1", task="fc2", personal="fc3")
     return FlowerSetup(model=lambda: mlp([features, 16, 8, classes], seed=seed), spec=spec, config=config,
                        clients=clients)

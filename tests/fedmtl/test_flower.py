@@ -143,8 +143,10 @@ def test_check_update_rejects_nan_inf_and_wrong_layers():
 
 
 # ---------------------------------------------------------------------------- server + client, no Ray
-def test_flower_apps_match_the_in_process_engine(tmp_path):
-    run_config = {**FACTORY, "result-file": str(tmp_path / "result.pt")}
+@pytest.mark.parametrize("variant,backend", [("default", "auto"), ("fedprox", "auto"), ("fedrep", "auto"),
+                                             ("all", "auto"), ("default", "vmap"), ("fedprox", "loop")])
+def test_flower_apps_match_the_in_process_engine(tmp_path, variant, backend):
+    run_config = {**FACTORY, "toy-variant": variant, "toy-backend": backend, "result-file": str(tmp_path / "r.pt")}
     server = run_server(run_config, LocalGrid(run_config, 4))
     sim = reference(run_config)
     assert [h["accuracy"] for h in server.history] == [h["accuracy"] for h in sim.history]
@@ -153,7 +155,7 @@ def test_flower_apps_match_the_in_process_engine(tmp_path):
         torch.testing.assert_close(server.state.common[n], t, atol=ATOL, rtol=0)
     for n, t in sim.task.items():
         torch.testing.assert_close(server.state.task[n], t, atol=ATOL, rtol=0)
-    saved = torch.load(tmp_path / "result.pt", weights_only=False)
+    saved = torch.load(tmp_path / "r.pt", weights_only=False)
     assert saved["history"] == server.history
 
 
