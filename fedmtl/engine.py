@@ -21,17 +21,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fedmtl.backends import LocalSGD, make_backend
+from fedmtl.backends import make_backend
 from fedmtl.checkpoint import load_checkpoint, save_checkpoint
 from fedmtl.config import TrainConfig
 from fedmtl.errors import CheckpointError, ConfigError, DivergedError
 from fedmtl.federation import Federation
 from fedmtl.layers import LayerSpec, LayerType, partition
+from fedmtl.local import train_phases, trainable_names
 from fedmtl.losses import correct_and_count
 from fedmtl.metrics import summarize
-from fedmtl.schedule import make_schedule
+from fedmtl.server_state import Roster, ServerState
 
-__all__ = ["Simulation", "split_stem"]
+__all__ = ["Simulation", "split_stem", "prepare_model", "stem_features"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 Params = dict[str, torch.Tensor]
@@ -56,28 +57,48 @@ def split_stem(model: nn.Module, types: dict[str, LayerType]) -> tuple[nn.Module
     return nn.Sequential(OrderedDict(children[:cut])).eval(), nn.Sequential(OrderedDict(children[cut:]))
 
 
+def prepare_model(model: nn.Module, spec: LayerSpec, backend_name: str
+                  ) -> tuple[nn.Module | None, Any, dict[str, LayerType], Params]:
+    """Type the model's parameters, split off its frozen stem and pick the backend for the head.
+
+    Returns ``(stem, backend, types, initial)`` with ``types`` and ``initial`` (native layout) for the head's
+    parameters: what every engine (and every Flower client) builds the same way from the same model.
+    """
+    types = partition(model, spec).types
+    stem, head = split_stem(model, types)
+    backend = make_backend(backend_name, head)
+    head_params = dict(head.named_parameters())
+    return (stem, backend, {n: types[n] for n in head_params},
+            {n: backend.to_native(n, p.detach()) for n, p in head_params.items()})
+
+
+def stem_features(stem: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    """Inputs as the head sees them: through the frozen stem once, in chunks."""
+    if stem is None:
+        return x.float()
+    with torch.no_grad():
+        return torch.cat([stem(chunk.float()) for chunk in x.split(4096)]) if len(x) else x.float()
+
+
 class Simulation:
-    """A federation being trained; ``run()`` trains round after round, checkpointing after each one."""
+    """A federation being trained; ``run()`` trains round after round, checkpointing after each one.
+
+    The server side (global common and task layers, aggregators, generator, sampling, schedules, aggregation)
+    is a :class:`ServerState`, the same one the Flower server uses; this class adds the clients' side: their
+    data, personal layers and the stacked local training of all sampled clients at once.
+    """
 
     def __init__(self, model: nn.Module, spec: LayerSpec, federation: Federation, config: TrainConfig, *,
                  checkpoint_dir: str | os.PathLike[str] | None = None) -> None:
         self.config = config
         self.federation = federation
         self.spec = spec
-        types = partition(model, spec).types
-        stem, head = split_stem(model, types)
-        self.stem = stem
-        self.backend = make_backend(config.backend, head)
-        head_params = dict(head.named_parameters())
-        self.types = {n: types[n] for n in head_params}
-        native = {n: self.backend.to_native(n, p.detach()) for n, p in head_params.items()}
+        self.stem, self.backend, self.types, native = prepare_model(model, spec, config.backend)
         self.names = {t: [n for n, nt in self.types.items() if nt is t] for t in LayerType}
 
-        m, t = len(federation), len(federation.tasks)
+        m = len(federation)
+        self.server = ServerState(config, Roster.of(federation), self.types, native)
         self.frozen: Params = {n: native[n] for n in self.names[LayerType.PRETRAINED]}
-        self.common: Params = {n: native[n].clone() for n in self.names[LayerType.COMMON]}
-        self.task: Params = {n: native[n].unsqueeze(0).repeat(t, *[1] * native[n].dim())
-                             for n in self.names[LayerType.TASK]}
         self.personal: Params = {n: native[n].unsqueeze(0).repeat(m, *[1] * native[n].dim())
                                  for n in self.names[LayerType.PERSONAL]}
         self.shadow: Params = {}  # Ditto: each client's personal copy of the shared layers
@@ -91,9 +112,6 @@ class Simulation:
         self.buffers: Params = {}
         if config.keep_optimizer_state and config.momentum:
             self.buffers = {n: torch.zeros(m, *native[n].shape) for n in self._trainable()}
-        self.agg_common = config.make_aggregator("common")
-        self.agg_task = [config.make_aggregator("task") for _ in federation.tasks]
-        self.generator = torch.Generator().manual_seed(config.seed)
         self.round_index = 0
         self.history: list[dict[str, Any]] = []
         self.timings: list[float] = []
@@ -103,12 +121,46 @@ class Simulation:
         if self.checkpoint_path is not None and self.checkpoint_path.exists():
             self.load_state_dict(load_checkpoint(self.checkpoint_path))
 
+    # ------------------------------------------------------------------ server state, by its old names
+    @property
+    def common(self) -> Params:
+        return self.server.common
+
+    @common.setter
+    def common(self, value: Params) -> None:
+        self.server.common = value
+
+    @property
+    def task(self) -> Params:
+        return self.server.task
+
+    @task.setter
+    def task(self, value: Params) -> None:
+        self.server.task = value
+
+    @property
+    def agg_common(self) -> Any:
+        return self.server.agg_common
+
+    @agg_common.setter
+    def agg_common(self, value: Any) -> None:
+        self.server.agg_common = value
+
+    @property
+    def agg_task(self) -> list[Any]:
+        return self.server.agg_task
+
+    @agg_task.setter
+    def agg_task(self, value: list[Any]) -> None:
+        self.server.agg_task = value
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.server.generator
+
     # ------------------------------------------------------------------ data
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stem is None:
-            return x.float()
-        with torch.no_grad():
-            return torch.cat([self.stem(chunk.float()) for chunk in x.split(4096)]) if len(x) else x.float()
+        return stem_features(self.stem, x)
 
     def _prepare_data(self) -> None:
         clients = self.federation.clients
@@ -149,7 +201,7 @@ class Simulation:
 
     # ------------------------------------------------------------------ model assembly
     def _trainable(self) -> list[str]:
-        return [n for n, t in self.types.items() if t is not LayerType.PRETRAINED]
+        return trainable_names(self.types)
 
     def _shared(self) -> list[str]:
         return [n for n, t in self.types.items() if t in (LayerType.COMMON, LayerType.TASK)]
@@ -157,18 +209,15 @@ class Simulation:
     def _assemble(self, clients: torch.Tensor, *, copy: bool) -> Params:
         """Client-stacked parameters: common broadcast, task gathered by group, personal gathered by client."""
         c = len(clients)
-        tasks = self.federation.task_index[clients]
+        shared = self.server.shared_for(clients, copy=copy)
         out: Params = {}
         for n, t in self.types.items():
             if t is LayerType.PRETRAINED:
                 out[n] = self.frozen[n].expand(c, *self.frozen[n].shape)
-            elif t is LayerType.COMMON:
-                value = self.common[n].expand(c, *self.common[n].shape)
-                out[n] = value.clone() if copy else value
-            elif t is LayerType.TASK:
-                out[n] = self.task[n].index_select(0, tasks)
-            else:
+            elif t is LayerType.PERSONAL:
                 out[n] = self.personal[n].index_select(0, clients)
+            else:
+                out[n] = shared[n]
         return out
 
     def _client_models(self, clients: torch.Tensor) -> Params:
@@ -187,16 +236,7 @@ class Simulation:
     # ------------------------------------------------------------------ one round
     def sample_clients(self) -> torch.Tensor:
         """K clients per task group without replacement, from the run's generator (so resumable)."""
-        k = self.config.clients_per_task
-        chosen: list[int] = []
-        for task in self.federation.tasks:
-            members = self.federation.members(task)
-            if k == "all" or k >= len(members):
-                chosen.extend(members)
-            else:
-                pick = torch.randperm(len(members), generator=self.generator)[:k]
-                chosen.extend(members[i] for i in sorted(pick.tolist()))
-        return torch.tensor(sorted(chosen), dtype=torch.int64)
+        return self.server.sample_clients()
 
     def _local_training(self, clients: torch.Tensor, params: Params) -> None:
         """E local epochs for every sampled client at once.
@@ -208,10 +248,11 @@ class Simulation:
         cfg = self.config
         c = len(clients)
         prox: Params = {}
-        for layer_type, agg in ((LayerType.COMMON, self.agg_common), (LayerType.TASK, self.agg_task[0])):
+        for layer_type in (LayerType.COMMON, LayerType.TASK):
+            mu = self.server.proximal_mu(layer_type)
             for n in self.names[layer_type]:
-                if agg.proximal_mu or cfg.ditto_lambda:
-                    prox[n] = torch.full((c,), float(agg.proximal_mu))
+                if mu or cfg.ditto_lambda:
+                    prox[n] = torch.full((c,), mu)
         work = params
         if self.shadow:
             work = {n: torch.cat([t, self.shadow[n].index_select(0, clients) if n in self.shadow else t])
@@ -222,15 +263,11 @@ class Simulation:
             buffers = {n: b.index_select(0, clients) for n, b in self.buffers.items()}
         else:
             buffers = {n: torch.zeros_like(work[n]) for n in self._trainable()} if cfg.momentum else {}
-        for phase in cfg.local_phases():
-            update = [n for n in self._trainable() if self.types[n].value in phase.layers]
-            schedule = make_schedule(self.n_train[clients], self.offsets[clients], cfg.batch_size, phase.epochs,
-                                     self.generator)
-            if self.shadow:
-                schedule = schedule.repeat_clients(2)
-            sgd = LocalSGD(lr=cfg.lr, momentum=cfg.momentum, loss=cfg.loss, update=update, buffers=buffers,
-                           prox=prox, anchors=anchors)
-            self.backend.train(work, self.x_train, self.y_train, schedule, sgd)
+        schedules = self.server.draw_schedules(clients, self.offsets[clients])
+        if self.shadow:
+            schedules = [s.repeat_clients(2) for s in schedules]
+        train_phases(self.backend, self.types, work, self.x_train, self.y_train, schedules, cfg, prox=prox,
+                     anchors=anchors, buffers=buffers)
         trained = self._trainable()
         bad = torch.stack([~torch.isfinite(work[n]).flatten(1).all(1) for n in trained]).any(0) if trained else None
         if bad is not None and bool(bad.any()):
@@ -245,38 +282,8 @@ class Simulation:
             for n, b in buffers.items():
                 self.buffers[n][clients] = b
 
-    @staticmethod
-    def _flat_deltas(params: Params, names: list[str], rows: torch.Tensor | None, base: Params,
-                     base_index: int | None) -> torch.Tensor:
-        parts = []
-        for n in names:
-            local = params[n] if rows is None else params[n][rows]
-            ref = base[n] if base_index is None else base[n][base_index]
-            parts.append((local - ref).reshape(local.shape[0], -1))
-        return torch.cat(parts, dim=1)
-
-    @staticmethod
-    def _apply_step(step: torch.Tensor, names: list[str], target: Params, index: int | None) -> None:
-        offset = 0
-        for n in names:
-            dest = target[n] if index is None else target[n][index]
-            size = dest.numel()
-            dest.add_(step[offset: offset + size].view_as(dest))
-            offset += size
-
     def _aggregate(self, clients: torch.Tensor, params: Params) -> None:
-        weights = self.n_train[clients].float()
-        common = self.names[LayerType.COMMON]
-        if common:
-            deltas = self._flat_deltas(params, common, None, self.common, None)
-            self._apply_step(self.agg_common.aggregate(deltas, weights), common, self.common, None)
-        task_names = self.names[LayerType.TASK]
-        if task_names:
-            tasks = self.federation.task_index[clients]
-            for t in tasks.unique().tolist():
-                rows = (tasks == t).nonzero().squeeze(1)
-                deltas = self._flat_deltas(params, task_names, rows, self.task, t)
-                self._apply_step(self.agg_task[t].aggregate(deltas, weights[rows]), task_names, self.task, t)
+        self.server.aggregate(clients, params)
         for n in self.names[LayerType.PERSONAL]:
             self.personal[n][clients] = params[n]
 
@@ -344,8 +351,7 @@ class Simulation:
             "personal": self.personal,
             "shadow": self.shadow,
             "buffers": self.buffers,
-            "aggregators": {"common": self.agg_common.state_dict(),
-                            "task": [a.state_dict() for a in self.agg_task]},
+            "aggregators": self.server.state_dict()["aggregators"],
             "rng": self.generator.get_state(),
             "history": self.history,
         }
@@ -356,14 +362,9 @@ class Simulation:
         if state.get("fingerprint") != self.fingerprint:
             raise CheckpointError("checkpoint was written by a different config, model or dataset "
                                   f"({state.get('fingerprint')} != {self.fingerprint}); use a fresh directory")
-        self.common = {n: t.clone() for n, t in state["common"].items()}
-        self.task = {n: t.clone() for n, t in state["task"].items()}
+        self.server.load_state_dict(state)
         self.personal = {n: t.clone() for n, t in state["personal"].items()}
         self.shadow = {n: t.clone() for n, t in state.get("shadow", {}).items()}
         self.buffers = {n: t.clone() for n, t in state["buffers"].items()}
-        self.agg_common.load_state_dict(state["aggregators"]["common"])
-        for agg, sd in zip(self.agg_task, state["aggregators"]["task"], strict=True):
-            agg.load_state_dict(sd)
-        self.generator.set_state(state["rng"])
         self.round_index = int(state["round"])
         self.history = list(state["history"])
