@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import engine_har
+from benchmarks import engine_har, flower_har
 from fedmtl.files import atomic_write
 
 
@@ -18,10 +18,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--out", default="results/bench.json")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-flower", action="store_true", help="skip the Flower simulation comparison (~1 min)")
     args = parser.parse_args()
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     results.update(engine_har.run(repeats=args.repeats))
+    if not args.skip_flower:
+        results.update(flower_har.run())
     results["machine"] = {"cpus": os.cpu_count(), "torch": torch.__version__,
                           "python": platform.python_version(), "processor": platform.processor()}
     atomic_write(out, (json.dumps(results, indent=2) + "\n").encode())
