@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -10,21 +11,29 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import engine_har, flower_har
 from fedmtl.files import atomic_write
+
+# Each module under benchmarks/ exposes ``run() -> dict`` of named results; they run in this order.
+BENCHMARKS = ("engine_har", "flower_har")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--out", default="results/bench.json")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip-flower", action="store_true", help="skip the Flower simulation comparison (~1 min)")
+    parser.add_argument("--only", default=",".join(BENCHMARKS),
+                        help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"--only: unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
-    results.update(engine_har.run(repeats=args.repeats))
-    if not args.skip_flower:
-        results.update(flower_har.run())
+    for name in chosen:
+        module = importlib.import_module(f"benchmarks.{name}")
+        kwargs = {"repeats": args.repeats} if name == "engine_har" else {}
+        results.update(module.run(**kwargs))
     results["machine"] = {"cpus": os.cpu_count(), "torch": torch.__version__,
                           "python": platform.python_version(), "processor": platform.processor()}
     atomic_write(out, (json.dumps(results, indent=2) + "\n").encode())
