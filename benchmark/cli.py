@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="results", help="output directory (default: results)")
     run.add_argument("--checkpoints", metavar="DIR",
                      help="checkpoint every run after each round under DIR; rerunning resumes a killed suite")
+    run.add_argument("--engine", choices=("simulation", "flower"), default="simulation",
+                     help="simulation: the in-process engine (default); flower: each run on Flower's simulation "
+                          "runtime, one SuperNode per client (federated regimes only)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub.add_parser("list", help="list suites and regimes")
     return parser
@@ -113,6 +116,8 @@ def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     workload = har_workload(suite, progress=progress)
     check_regimes(workload, regimes)
+    if args.engine == "flower":
+        regimes = _flower_regimes(args, workload, regimes)
     if args.checkpoints:
         workload = dataclasses.replace(workload, checkpoints=args.checkpoints)
     tuning: dict[str, Any] = {}
@@ -124,14 +129,44 @@ def _run(args: argparse.Namespace) -> int:
         atomic_write(Path(args.out) / args.suite / "grid.json", (json.dumps(tuning, indent=2) + "\n").encode())
         workload = dataclasses.replace(workload, overrides={
             name: {"lr": best["lr"], "batch_size": best["batch_size"]} for name, best in tuning.items()})
-    summaries = run_suite(workload, regimes, seeds, jobs=args.jobs, progress=progress)
-    meta = {"split": args.split, "data": "UCI HAR " + args.uci_har if args.uci_har else "UCI HAPT raw (KCC2020 repack)",
+    if args.engine == "flower":
+        from benchmark.flower_runner import run_suite_flower
+
+        summaries = run_suite_flower(workload, regimes, seeds, split=args.split, uci_har=args.uci_har,
+                                     layers=args.layers, progress=progress)
+    else:
+        summaries = run_suite(workload, regimes, seeds, jobs=args.jobs, progress=progress)
+    data = "UCI HAR " + args.uci_har if args.uci_har else "UCI HAPT raw (KCC2020 repack)"
+    meta = {"engine": args.engine, "split": args.split, "data": data,
             "clients": len(workload.clients), "features": workload.sizes[0],
             "wall_s": round(time.perf_counter() - start, 1)}
     paths = write_leaderboard(args.out, args.suite, summaries, meta)
     print(to_markdown(args.suite, summaries, meta))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _flower_regimes(args: argparse.Namespace, workload: Any, regimes: list[Any]) -> list[Any]:
+    """The regimes to run on Flower: with the default ``all``, the ones Flower can run (a notice names the rest);
+    regimes named explicitly must all be runnable, or the run stops before anything trains."""
+    from benchmark.flower_runner import check_flower_regimes
+
+    if args.checkpoints:
+        raise ConfigError("--checkpoints is not supported with --engine flower (server-side checkpoints: not yet)")
+    if args.regimes == "all":
+        kept = []
+        for regime in regimes:
+            try:
+                check_flower_regimes([regime], workload)
+                kept.append(regime)
+            except ConfigError:
+                pass
+        left = [r.name for r in regimes if r not in kept]
+        if left:
+            print(f"note: --engine flower runs the federated regimes; left out: {', '.join(left)}", file=sys.stderr)
+        return kept
+    check_flower_regimes(regimes, workload)
+    return regimes
 
 
 def _list() -> int:

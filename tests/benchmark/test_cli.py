@@ -41,6 +41,8 @@ def test_quick_run_end_to_end_writes_the_leaderboard(tmp_path):
     (["--regimes", "mtfl", "--layers", "common,common,personal"], "fc4.weight, fc4.bias without a layer type"),
     (["--regimes", "mtfl", "--layers", "common,common,personal,shared"], "layer type 'shared' is unknown"),
     (["--config", "/nonexistent/fed.toml"], "does not exist"),
+    (["--engine", "flower", "--regimes", "mtfl,centralized_joint"], "'centralized_joint' pools all data"),
+    (["--engine", "flower", "--regimes", "ditto"], "'ditto' needs ditto_lambda"),
 ])
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "results"
@@ -106,3 +108,22 @@ def test_shipped_example_config_runs(tmp_path, capsys):
     row = json.loads((out / "har" / "leaderboard.json").read_text())["rows"][0]
     assert row["config"]["aggregators"]["common"] == {"name": "fedadam", "lr": 0.003}
     assert row["config"]["rounds"] == 3  # --quick still caps the run
+
+
+@pytest.mark.slow
+def test_flower_engine_rows_equal_the_simulation_engine_rows(tmp_path, capsys):
+    """`--engine flower` trains each run on Flower's simulation runtime (30 SuperNodes) with the exact
+    TrainConfig of the in-process engine: the same seed gives the same accuracies, round by round."""
+    common = ["--quick", "--no-progress", "--regimes", "mtfl,separate", "--rounds", "2"]
+    assert main([*common, "--out", str(tmp_path / "sim")]) == 0
+    assert main([*common, "--engine", "flower", "--out", str(tmp_path / "flower")]) == 0
+    capsys.readouterr()
+    sim = json.loads((tmp_path / "sim" / "har" / "leaderboard.json").read_text())
+    flower = json.loads((tmp_path / "flower" / "har" / "leaderboard.json").read_text())
+    assert flower["meta"]["engine"] == "flower" and sim["meta"]["engine"] == "simulation"
+    assert [r["regime"] for r in flower["rows"]] == [r["regime"] for r in sim["rows"]]
+    for got, want in zip(flower["rows"], sim["rows"], strict=True):
+        assert got["accuracy"] == pytest.approx(want["accuracy"], abs=1e-9)
+        assert got["per_seed"][0]["curve"] == pytest.approx(want["per_seed"][0]["curve"], abs=1e-9)
+        assert len(got["per_seed"][0]["curve"]) == 2
+        assert got["config"]["engine"] == "flower" and got["config"]["lr"] == want["config"]["lr"]
