@@ -33,7 +33,7 @@ def federation(run_config: Mapping[str, Any]) -> FlowerSetup:
     suite = HarSuiteConfig(split=str(run_config.get("split", "blocked")),
                            uci_har_path=run_config.get("uci-har") or None)
     workload = har_workload(suite, progress=False)
-    if "train-config" in run_config:
+    if run_config.get("train-config"):
         config = TrainConfig.from_dict(json.loads(str(run_config["train-config"])), origin="run config train-config")
     else:
         config = workload.config_for(regime, seed)
