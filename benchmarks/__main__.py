@@ -14,7 +14,7 @@ import torch
 from fedmtl.files import atomic_write
 
 # Each module under benchmarks/ exposes ``run() -> dict`` of named results; they run in this order.
-BENCHMARKS = ("engine_har", "flower_har")
+BENCHMARKS = ("engine_har", "flower_har", "face_head")
 
 
 def main() -> int:

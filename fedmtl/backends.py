@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from fedmtl.fused import FusedMLP
 from fedmtl.losses import loss_grad, loss_value
 from fedmtl.schedule import BatchSchedule
 
@@ -286,7 +287,7 @@ class LoopBackend:
                         sgd.buffers[n][c].copy_(opt.state[named[n]]["momentum_buffer"])
 
 
-BACKENDS = {"stacked": StackedMLP, "vmap": VmapBackend, "loop": LoopBackend}
+BACKENDS = {"stacked": StackedMLP, "vmap": VmapBackend, "loop": LoopBackend, "fused": FusedMLP}
 
 
 def make_backend(name: str, head: nn.Module) -> Backend:
