@@ -36,7 +36,8 @@ class Attribute:
     def index(self, value: object) -> int:
         """A value index from an int index or a value name; anything else is a LabelingError."""
         if isinstance(value, bool):
-            raise LabelingError(f"attribute {self.name!r}: value {value!r} is a bool, expected 0..{len(self.values) - 1}")
+            raise LabelingError(f"attribute {self.name!r}: value {value!r} is a bool, "
+                                f"expected 0..{len(self.values) - 1}")
         if isinstance(value, int) and 0 <= value < len(self.values):
             return value
         if isinstance(value, str) and value in self.values:
@@ -130,7 +131,8 @@ def load_attributes(path: str | Path | None) -> AttributeSet:
     for entry in entries:
         unknown = set(entry) - {"name", "values", "keys"}
         if unknown or "name" not in entry or "values" not in entry:
-            raise LabelingError(f"{path}: each [[attribute]] needs name and values (optional keys); got {sorted(entry)}")
+            raise LabelingError(f"{path}: each [[attribute]] needs name and values (optional keys); "
+                                f"got {sorted(entry)}")
         default_keys = digits[used:] + [" "] * 10
         attribute = _attribute(entry["name"], list(entry["values"]), entry.get("keys"), default_keys)
         used += len(attribute.values)

@@ -1,0 +1,464 @@
+"""The labelling server: one state object shared by the Gradio UI and a small JSON HTTP API.
+
+``LabelingApp`` owns the store, the catalog and the suggestions; ``build_ui`` makes the Gradio Blocks (per-image
+mode with keyboard shortcuts, grid mode); ``build_api`` the HTTP routes (used by scripts, the concurrency test
+and the latency benchmark); ``start_server`` mounts both on one FastAPI app served by uvicorn in a thread.
+"""
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from labeling.attributes import AttributeSet
+from labeling.auth import check_password
+from labeling.errors import LabelingError
+from labeling.images import Catalog
+from labeling.store import LabelStore, validate_annotator
+from labeling.suggest import (
+    LOW_CONFIDENCE,
+    ActiveLearner,
+    Suggestion,
+    deepface_available,
+    deepface_suggestions,
+    image_features,
+    landmark_suggestions,
+    landmarks_available,
+)
+
+__all__ = ["LabelingApp", "Server", "build_api", "build_ui", "start_server"]
+
+GRID_PAGE = 40
+RETRAIN_EVERY = 10
+
+
+class LabelingApp:
+    """Shared state of a labelling session: store, catalog, suggestion sources, the active-learning order."""
+
+    def __init__(self, store: LabelStore, catalog: Catalog, *, annotator: str = "annotator",
+                 users: dict[str, str] | None = None, suggestions: bool = True, progress: bool = True) -> None:
+        self.store, self.catalog, self.attributes = store, catalog, store.attributes
+        self.annotator = validate_annotator(annotator)
+        self.users = users
+        store.add_items(catalog.ids())
+        self.ids = [i for i in store.items() if i in catalog.items]
+        self.notices: list[str] = []
+        self.learner: ActiveLearner | None = None
+        self.use_landmarks = self.use_deepface = False
+        if suggestions:
+            self._setup_suggestions(progress)
+        self._labels_seen = -1
+        self._order = list(self.ids)
+        self._order_lock = threading.Lock()
+
+    def _setup_suggestions(self, progress: bool) -> None:
+        from tqdm import tqdm
+
+        names = set(self.attributes.names)
+        why = landmarks_available()
+        self.use_landmarks = why is None and {"pose", "teeth"} <= names
+        if why and {"pose", "teeth"} <= names:
+            self.notices.append(f"landmark suggestions off: {why}")
+        why = deepface_available()
+        self.use_deepface = why is None and {"gender", "age_group"} <= names
+        if why and {"gender", "age_group"} <= names:
+            self.notices.append(f"deepface suggestions (gender, age) off: {why}")
+        features = {i: image_features(self.catalog.items[i].path)
+                    for i in tqdm(self.ids, desc="image features", unit="img", disable=not progress, leave=False)}
+        self.learner = ActiveLearner(self.attributes, features)
+
+    # -- ordering and suggestions ------------------------------------------------------------------------------
+    def order(self) -> list[str]:
+        """Item order for everyone: least certain first once the classifier has labels to learn from."""
+        if self.learner is None:
+            return self.ids
+        count = len(self.store.labels())
+        stale = count - self._labels_seen >= RETRAIN_EVERY or self._labels_seen < 0
+        if stale and self._order_lock.acquire(blocking=False):
+            try:
+                if self.learner.fit(self.store):
+                    self._order = self.learner.order(self.ids)
+                    self._labels_seen = count
+            finally:
+                self._order_lock.release()
+        return self._order
+
+    def suggestions(self, item_id: str) -> dict[str, Suggestion]:
+        """The most confident suggestion per attribute over the available sources (computed ones are cached)."""
+        best: dict[str, Suggestion] = {}
+        cached = self.store.suggestions(item_id)
+        sources = {source for _, _, source, _, _ in cached}
+        rows = []
+        path = self.catalog.items[item_id].path
+        for source, enabled, fn in (("landmarks", self.use_landmarks, landmark_suggestions),
+                                    ("deepface", self.use_deepface, deepface_suggestions)):
+            if enabled and source not in sources:
+                try:
+                    fresh = fn(path)
+                except Exception as exc:  # a face the model cannot handle just gets no suggestion
+                    self.notices.append(f"{source} failed on {item_id}: {type(exc).__name__}")
+                    continue
+                rows += [(item_id, name, s.source, s.value, s.confidence) for name, s in fresh.items()]
+        if rows:
+            self.store.put_suggestions(rows)
+            cached += rows
+        candidates = [Suggestion(value, confidence, source) for _, _, source, value, confidence in cached]
+        names = [name for _, name, _, _, _ in cached]
+        if self.learner is not None:
+            for name, s in self.learner.predict([item_id]).get(item_id, {}).items():
+                names.append(name)
+                candidates.append(s)
+        for name, s in zip(names, candidates, strict=True):
+            if name in self.attributes.names and (name not in best or s.confidence > best[name].confidence):
+                best[name] = s
+        return best
+
+    # -- actions (shared by UI and API) ------------------------------------------------------------------------
+    def next_item(self, annotator: str) -> str | None:
+        found = self.store.next_items(annotator, self.order(), limit=1)
+        return found[0] if found else None
+
+    def progress(self, annotator: str) -> dict[str, int]:
+        p = self.store.progress(annotator)
+        return {"mine": p.mine, "everyone": p.everyone, "total": len(self.ids)}
+
+    def grid_page(self, annotator: str, attribute: str, size: int = GRID_PAGE) -> list[str]:
+        """Items this annotator has not labelled for ``attribute`` (nor skipped), least certain first."""
+        self.attributes[attribute]
+        done = {label.item_id for label in self.store.labels(annotator) if label.attribute == attribute}
+        done |= self.store.marked(annotator)
+        return [i for i in self.order() if i not in done][:size]
+
+
+# -- HTTP API --------------------------------------------------------------------------------------------------
+def build_api(app: LabelingApp):
+    """JSON routes under ``/labeling/api``; with users configured, HTTP Basic auth names the annotator."""
+    router = APIRouter(prefix="/labeling/api")
+
+    def who(request: Request, claimed: object = None) -> str:
+        if app.users is None:
+            name = claimed if claimed is not None else request.query_params.get("annotator", app.annotator)
+            try:
+                return validate_annotator(name)
+            except LabelingError as exc:
+                raise HTTPException(400, str(exc)) from None
+        header = request.headers.get("authorization", "")
+        try:
+            scheme, _, encoded = header.partition(" ")
+            name, _, password = base64.b64decode(encoded).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            scheme, name, password = "", "", ""
+        if scheme.lower() != "basic" or not check_password(app.users, name, password):
+            raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Basic"})
+        if claimed is not None and claimed != name:
+            raise HTTPException(403, f"annotator {claimed!r} does not match the login {name!r}")
+        return name
+
+    async def body(request: Request) -> dict[str, Any]:
+        try:
+            data = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise HTTPException(400, "request body is not JSON") from None
+        if not isinstance(data, dict):
+            raise HTTPException(400, "request body must be a JSON object")
+        return data
+
+    def guarded(fn, *args):
+        try:
+            return fn(*args)
+        except LabelingError as exc:
+            raise HTTPException(400, str(exc)) from None
+
+    def item_payload(item_id: str | None, annotator: str) -> dict[str, Any]:
+        if item_id is None:
+            return {"item_id": None}
+        return {"item_id": item_id, "image": f"/labeling/api/image/{item_id}",
+                "suggestions": {k: {"value": s.value, "confidence": s.confidence, "source": s.source}
+                                for k, s in app.suggestions(item_id).items()},
+                "current": app.store.current(item_id, annotator)}
+
+    @router.get("/items")
+    def items(request: Request) -> dict[str, Any]:
+        who(request)
+        return {"items": app.ids, "skipped": [{"file": f, "reason": r} for f, r in app.catalog.skipped],
+                "attributes": {a.name: list(a.values) for a in app.attributes}}
+
+    @router.get("/next")
+    def next_(request: Request) -> dict[str, Any]:
+        annotator = who(request)
+        return {**item_payload(app.next_item(annotator), annotator), "progress": app.progress(annotator)}
+
+    @router.get("/progress")
+    def progress(request: Request) -> dict[str, Any]:
+        return app.progress(who(request))
+
+    @router.post("/save")
+    async def save(request: Request) -> dict[str, Any]:
+        data = await body(request)
+        annotator = who(request, data.get("annotator"))
+        save_id = await run_in_threadpool(guarded, app.store.save, data.get("item_id"), annotator,
+                                          data.get("labels"))
+        nxt = await run_in_threadpool(app.next_item, annotator)
+        return {"save_id": save_id, "next": await run_in_threadpool(item_payload, nxt, annotator)}
+
+    @router.post("/mark")
+    async def mark(request: Request) -> dict[str, Any]:
+        data = await body(request)
+        annotator = who(request, data.get("annotator"))
+        return {"save_id": guarded(app.store.mark, data.get("item_id"), annotator, data.get("kind"))}
+
+    @router.post("/undo")
+    async def undo(request: Request) -> dict[str, Any]:
+        data = await body(request)
+        return {"items": guarded(app.store.undo, who(request, data.get("annotator")))}
+
+    @router.get("/image/{item_id}")
+    def image(item_id: str, request: Request):
+        who(request)
+        path = guarded(app.catalog.path, item_id)
+        return FileResponse(path, media_type="image/png" if path.suffix.lower() == ".png" else None)
+
+    router.add_api_route("/health", lambda: JSONResponse({"ok": True}), methods=["GET"])
+    return router
+
+
+# -- Gradio UI -------------------------------------------------------------------------------------------------
+_KEYS_JS = """
+<script>
+(() => {
+  const KEYS = %s;
+  const click = (sel) => { const el = document.querySelector(sel); if (el) el.click(); return !!el; };
+  const visible = (sel) => { const el = document.querySelector(sel); return !!el && el.offsetParent !== null; };
+  document.addEventListener('keydown', (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    if (t && (t.tagName === 'TEXTAREA' || (t.tagName === 'INPUT' && !['radio', 'checkbox'].includes(t.type)))) return;
+    if (visible('#grid-page')) {
+      if (e.key === 'Enter' && !(t && t.closest && t.closest('#grid'))) { e.preventDefault(); click('#grid-save'); }
+      return;
+    }
+    if (!visible('#per-image')) return;
+    const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+    let done = false;
+    if (key in KEYS) {
+      const [name, index] = KEYS[key];
+      const radios = document.querySelectorAll('#attr-' + name + ' input[type="radio"]');
+      if (radios[index]) { radios[index].click(); done = true; }
+    } else if (key === 'Enter') done = click('#btn-save');
+    else if (key === 'Backspace' || key === 'u') done = click('#btn-undo');
+    else if (key === 's') done = click('#btn-skip');
+    else if (key === 'f') done = click('#btn-flag');
+    if (done) { e.preventDefault(); if (document.activeElement) document.activeElement.blur(); }
+  });
+})();
+</script>
+"""
+
+_CSS = """
+#face img { image-rendering: auto; }
+.low-confidence { color: #b45309; font-weight: 600; }
+"""
+
+
+def _keymap(attributes: AttributeSet) -> dict[str, tuple[str, int]]:
+    return {key.lower(): (a.name, k) for a in attributes for k, key in enumerate(a.keys)}
+
+
+def build_ui(app: LabelingApp):
+    """The Gradio Blocks: per-image mode (keyboard) and grid mode (one attribute over a page of faces)."""
+    attributes = list(app.attributes)
+
+    def annotator_of(request: gr.Request | None) -> str:
+        name = getattr(request, "username", None) if request is not None else None
+        return name or app.annotator
+
+    def progress_text(annotator: str) -> str:
+        p = app.progress(annotator)
+        return (f"**{annotator}** · mine **{p['mine']} / {p['total']}** · everyone's **{p['everyone']} / "
+                f"{p['total']}**")
+
+    def view(item_id: str | None, annotator: str, status: str = ""):
+        """Outputs for one item: id, image, one radio update per attribute, progress, status."""
+        if item_id is None:
+            radios = [gr.update(value=None, info="") for _ in attributes]
+            return ["", None, *radios, progress_text(annotator), status or "All items are done. Thank you!"]
+        current = app.store.current(item_id, annotator)
+        suggested = app.suggestions(item_id)
+        radios = []
+        for a in attributes:
+            s = suggested.get(a.name)
+            info = "keys " + " / ".join(f"{key}={v}" for key, v in zip(a.keys, a.values, strict=True))
+            if s is not None:
+                mark = " ⚠ low confidence" if s.confidence < LOW_CONFIDENCE else ""
+                info += f" · suggested {a.values[s.value]} ({s.confidence:.0%}, {s.source}){mark}"
+            value = current.get(a.name, s.value if s is not None else None)
+            radios.append(gr.update(value=value, info=info))
+        return [item_id, str(app.catalog.items[item_id].path), *radios, progress_text(annotator), status]
+
+    def on_load(request: gr.Request):
+        annotator = annotator_of(request)
+        return view(app.next_item(annotator), annotator)
+
+    def on_save(data: dict, request: gr.Request):
+        item_id, values = data[item_box], [data[r] for r in radios]
+        annotator = annotator_of(request)
+        if not item_id:
+            return view(app.next_item(annotator), annotator)
+        missing = [a.name for a, v in zip(attributes, values, strict=True) if v is None]
+        if missing:
+            return view(item_id, annotator, f"Choose a value for: {', '.join(missing)}")
+        app.store.save(item_id, annotator, {a.name: v for a, v in zip(attributes, values, strict=True)})
+        return view(app.next_item(annotator), annotator, f"saved {item_id}")
+
+    def on_mark(kind: str):
+        def handler(item_id: str, request: gr.Request):
+            annotator = annotator_of(request)
+            if item_id:
+                app.store.mark(item_id, annotator, kind)
+            return view(app.next_item(annotator), annotator, f"{kind}ped {item_id}" if kind == "skip"
+                        else f"flagged {item_id} for review")
+        return handler
+
+    def on_undo(request: gr.Request):
+        annotator = annotator_of(request)
+        items = app.store.undo(annotator)
+        if not items:
+            return view(app.next_item(annotator), annotator, "nothing to undo")
+        return view(items[0], annotator, f"undid the last save ({len(items)} item(s))")
+
+    # -- grid mode --
+    def grid_view(attribute: str, page: list[str], values: list[int], annotator: str, status: str = ""):
+        a = app.attributes[attribute]
+        gallery = [(str(app.catalog.items[i].path), f"{a.values[v]}") for i, v in zip(page, values, strict=True)]
+        head = (f"{len(page)} faces · click a face to switch it to the other value · Enter or **Save page** "
+                f"writes all of them") if page else "No faces left to label for this attribute."
+        return gallery, page, values, head, progress_text(annotator), status
+
+    def grid_load(attribute: str, request: gr.Request):
+        annotator = annotator_of(request)
+        page = app.grid_page(annotator, attribute)
+        values = []
+        for item in page:
+            s = app.suggestions(item).get(attribute)
+            values.append(s.value if s is not None else 0)
+        return grid_view(attribute, page, values, annotator)
+
+    def grid_toggle(attribute: str, page: list[str], values: list[int], evt: gr.SelectData, request: gr.Request):
+        values = list(values)
+        n = len(app.attributes[attribute].values)
+        if evt.index is not None and 0 <= evt.index < len(values):
+            values[evt.index] = (values[evt.index] + 1) % n
+        return grid_view(attribute, page, values, annotator_of(request))
+
+    def grid_save(attribute: str, page: list[str], values: list[int], request: gr.Request):
+        annotator = annotator_of(request)
+        if page:
+            app.store.save_many(annotator, [(i, {attribute: v}) for i, v in zip(page, values, strict=True)])
+        status = f"saved {len(page)} {attribute} labels" if page else "nothing to save"
+        nxt = grid_load(attribute, request)
+        return (*nxt[:-1], status)
+
+    notices = [f"Skipped {len(app.catalog.skipped)} unreadable file(s): "
+               + ", ".join(f"{name} ({reason})" for name, reason in app.catalog.skipped)] if app.catalog.skipped else []
+    notices += app.notices
+
+    with gr.Blocks(title="labeling") as blocks:
+        gr.Markdown("## Face attributes")
+        gr.Markdown("\n\n".join(notices), elem_id="notices", visible=bool(notices))
+        progress = gr.Markdown(elem_id="progress")
+        with gr.Tabs():
+            with gr.Tab("Per image", elem_id="per-image"), gr.Row():
+                with gr.Column(scale=3):
+                    image = gr.Image(type="filepath", elem_id="face", height=448, interactive=False,
+                                     show_label=False)
+                with gr.Column(scale=2):
+                    item_box = gr.Textbox(label="item", elem_id="item-id", interactive=False)
+                    radios = [gr.Radio(choices=[(v, k) for k, v in enumerate(a.values)], label=a.name,
+                                       elem_id=f"attr-{a.name}") for a in attributes]
+                    with gr.Row():
+                        save_btn = gr.Button("Save ⏎", variant="primary", elem_id="btn-save")
+                        undo_btn = gr.Button("Undo (u)", elem_id="btn-undo")
+                        skip_btn = gr.Button("Skip (s)", elem_id="btn-skip")
+                        flag_btn = gr.Button("Flag (f)", elem_id="btn-flag")
+                    status = gr.Markdown(elem_id="status")
+            with gr.Tab("Grid", elem_id="grid-page") as grid_tab:
+                with gr.Row():
+                    grid_attr = gr.Dropdown(choices=[a.name for a in attributes], value=attributes[0].name,
+                                            label="attribute", elem_id="grid-attr")
+                    grid_save_btn = gr.Button("Save page ⏎", variant="primary", elem_id="grid-save")
+                grid_head = gr.Markdown(elem_id="grid-head")
+                gallery = gr.Gallery(columns=8, allow_preview=False, elem_id="grid", show_label=False,
+                                     height="auto", object_fit="contain")
+                grid_status = gr.Markdown(elem_id="grid-status")
+                page_state, values_state = gr.State([]), gr.State([])
+
+        outputs = [item_box, image, *radios, progress, status]
+        blocks.load(on_load, None, outputs)
+        save_btn.click(on_save, {item_box, *radios}, outputs)
+        undo_btn.click(on_undo, None, outputs)
+        skip_btn.click(on_mark("skip"), [item_box], outputs)
+        flag_btn.click(on_mark("flag"), [item_box], outputs)
+        grid_outputs = [gallery, page_state, values_state, grid_head, progress, grid_status]
+        grid_tab.select(grid_load, [grid_attr], grid_outputs)
+        grid_attr.change(grid_load, [grid_attr], grid_outputs)
+        gallery.select(grid_toggle, [grid_attr, page_state, values_state], grid_outputs)
+        grid_save_btn.click(grid_save, [grid_attr, page_state, values_state], grid_outputs)
+    return blocks
+
+
+# -- server ----------------------------------------------------------------------------------------------------
+@dataclass
+class Server:
+    """A running server (uvicorn in a daemon thread); ``stop()`` ends it."""
+
+    url: str
+    server: Any
+    thread: threading.Thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def start_server(app: LabelingApp, host: str = "127.0.0.1", port: int = 7860, *, ui: bool = True,
+                 quiet: bool = True) -> Server:
+    """Serve the API (and the Gradio UI unless ``ui=False``) on ``host:port`` (port 0: any free port)."""
+    import uvicorn
+
+    fastapi_app = FastAPI(title="labeling", docs_url=None, redoc_url=None, openapi_url=None)
+    fastapi_app.include_router(build_api(app))
+    if ui:
+        auth = (lambda name, password: check_password(app.users, name, password)) if app.users else None
+        fastapi_app = gr.mount_gradio_app(
+            fastapi_app, build_ui(app), path="", auth=auth, allowed_paths=[str(app.catalog.root)], ssr_mode=False,
+            head=_KEYS_JS % json.dumps(_keymap(app.attributes)), css=_CSS, footer_links=[])
+    config = uvicorn.Config(fastapi_app, host=host, port=port, log_level="warning" if quiet else "info",
+                            timeout_graceful_shutdown=1, ws="none")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="labeling-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise LabelingError(f"could not start the server on {host}:{port} (port in use or not allowed?)")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    return Server(f"http://{shown}:{bound}", server, thread)
+
+
+def serve_forever(server: Server, stop_after: Sequence[float] = ()) -> None:
+    """Block until Ctrl-C (or the thread ends)."""
+    try:
+        while server.thread.is_alive():
+            server.thread.join(0.5)
+    except KeyboardInterrupt:
+        server.stop()

@@ -1,0 +1,187 @@
+"""``python -m labeling``: serve, stats, export, publish, suggest. A thin layer over the library.
+
+Bad input ends with one line on stderr naming the input and the problem, exit status 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from collections.abc import Sequence
+
+from labeling.attributes import load_attributes
+from labeling.errors import LabelingError
+
+__all__ = ["main", "build_parser"]
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m labeling", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, images: bool = True) -> None:
+        p.add_argument("--db", required=True, help="SQLite label database (created if missing)")
+        if images:
+            p.add_argument("--images", required=True, help="image folder or generation manifest.jsonl")
+        p.add_argument("--attributes", metavar="TOML", help="attribute set (default: the five of the paper)")
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    serve = sub.add_parser("serve", help="run the labelling app in the browser")
+    common(serve)
+    serve.add_argument("--annotator", default="annotator", help="your name when not using --auth")
+    serve.add_argument("--auth", metavar="USERS", help="users file ('name:password' lines): login required")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=7860)
+    serve.add_argument("--no-suggestions", action="store_true", help="no pre-selected suggestions")
+
+    stats = sub.add_parser("stats", help="label distribution, progress, agreement, conflicts")
+    common(stats, images=False)
+    stats.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    export = sub.add_parser("export", help="write a Hugging Face DatasetDict folder (train/test)")
+    common(export)
+    export.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    export.add_argument("--test-fraction", type=_fraction, default=0.2)
+    export.add_argument("--seed", type=int, default=0, help="split seed")
+    export.add_argument("--ties", choices=("drop", "review"), default="drop",
+                        help="drop: tied attributes become -1; review: tied items are left out, listed in "
+                             "OUT/review.jsonl")
+    export.add_argument("--include-unlabelled", action="store_true", help="also export items with no labels")
+
+    publish = sub.add_parser("publish", help="push an exported folder to the Hugging Face Hub")
+    publish.add_argument("--dataset", required=True, help="folder written by `export`")
+    publish.add_argument("--repo-id", required=True, help="e.g. user/synthetic-face-attributes")
+    publish.add_argument("--private", action="store_true")
+
+    suggest = sub.add_parser("suggest", help="precompute landmark (and deepface) suggestions into the database")
+    common(suggest)
+    return parser
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from labeling.app import LabelingApp, serve_forever, start_server
+    from labeling.auth import load_users
+    from labeling.images import load_catalog
+    from labeling.store import LabelStore
+
+    if not _is_loopback(args.host) and not args.auth:
+        raise LabelingError(f"--host {args.host}: binding to a non-loopback address requires --auth USERS "
+                            "(a file of 'name:password' lines)")
+    users = load_users(args.auth) if args.auth else None
+    catalog = load_catalog(args.images, progress=not args.no_progress)
+    for name, reason in catalog.skipped:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    store = LabelStore(args.db, load_attributes(args.attributes))
+    app = LabelingApp(store, catalog, annotator=args.annotator, users=users,
+                      suggestions=not args.no_suggestions, progress=not args.no_progress)
+    for notice in app.notices:
+        print(notice, file=sys.stderr)
+    server = start_server(app, args.host, args.port)
+    print(f"labeling {len(app.ids)} images at {server.url} (Ctrl-C to stop)", flush=True)
+    serve_forever(server)
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from labeling.stats import compute_stats, format_stats
+
+    store = _existing_store(args)
+    stats = compute_stats(store)
+    print(json.dumps(stats.as_dict(), indent=2) if args.json else format_stats(stats, store))
+    return 0
+
+
+def _existing_store(args: argparse.Namespace):
+    from pathlib import Path
+
+    from labeling.store import LabelStore
+
+    if not Path(args.db).is_file():
+        raise LabelingError(f"--db {args.db}: no such database")
+    return LabelStore(args.db, load_attributes(args.attributes))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from labeling.export import export_dataset
+    from labeling.images import load_catalog
+
+    store = _existing_store(args)
+    catalog = load_catalog(args.images, progress=not args.no_progress)
+    result = export_dataset(store, catalog, args.out, test_fraction=args.test_fraction, seed=args.seed,
+                            ties=args.ties, include_unlabelled=args.include_unlabelled,
+                            progress=not args.no_progress)
+    for name, reason in catalog.skipped:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    if result.missing_images:
+        print(f"left out {len(result.missing_images)} labelled item(s) with no readable image: "
+              + ", ".join(result.missing_images[:10]), file=sys.stderr)
+    print(f"wrote {result.out}: " + ", ".join(f"{k}={v}" for k, v in result.splits.items())
+          + f" (ties: {result.ties}, held for review: {result.review})")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from labeling.export import publish
+
+    print(f"published {publish(args.dataset, args.repo_id, private=args.private)}")
+    return 0
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from labeling.app import LabelingApp
+    from labeling.images import load_catalog
+
+    catalog = load_catalog(args.images, progress=not args.no_progress)
+    from labeling.store import LabelStore
+
+    app = LabelingApp(LabelStore(args.db, load_attributes(args.attributes)), catalog,
+                      progress=not args.no_progress)
+    for notice in app.notices:
+        print(notice, file=sys.stderr)
+    for item in tqdm(app.ids, desc="suggestions", unit="img", disable=args.no_progress):
+        app.suggestions(item)
+    print(f"suggestions for {len(app.ids)} images in {args.db}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"serve": _serve, "stats": _stats, "export": _export, "publish": _publish, "suggest": _suggest}
+    try:
+        return handlers[args.command](args)
+    except LabelingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
