@@ -1,0 +1,105 @@
+"""The app in a real browser (Debian's chromium driven by playwright): keyboard labelling, grid, undo, resume."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from labeling import LabelStore, load_catalog
+from labeling.app import LabelingApp
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).exists():
+    pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)",
+                pytrace=False)
+
+ITEM = "#item-id textarea, #item-id input"
+
+
+def _item_id(page) -> str:
+    return page.locator(ITEM).first.input_value()
+
+
+def _wait_item_change(page, old: str) -> str:
+    page.wait_for_function(
+        "([sel, old]) => { const el = document.querySelector(sel); return el && el.value && el.value !== old; }",
+        arg=[ITEM, old], timeout=20000)
+    return _item_id(page)
+
+
+def test_keyboard_grid_undo_reload(tmp_path: Path, faces: Path, server_factory) -> None:
+    db = tmp_path / "labels.sqlite"
+    store = LabelStore(db)
+    app = LabelingApp(store, load_catalog(faces, progress=False), annotator="alice", suggestions=False,
+                      progress=False)
+    server = server_factory(app)
+    keys = [("2", "4", "5", "8", "9"), ("1", "3", "6", "7", "0"), ("2", "3", "5", "7", "9")]
+    values = [{"gender": 1, "age_group": 1, "glasses": 0, "pose": 1, "teeth": 0},
+              {"gender": 0, "age_group": 0, "glasses": 1, "pose": 0, "teeth": 1},
+              {"gender": 1, "age_group": 0, "glasses": 0, "pose": 0, "teeth": 0}]
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server.url, wait_until="load")
+            page.wait_for_function(f"() => {{ const el = document.querySelector('{ITEM}'); "
+                                   "return el && el.value; }", timeout=30000)
+            page.locator("body").click(position={"x": 5, "y": 5})
+            labelled = []
+            for presses in keys:  # three faces, keyboard only: a key per value, Enter saves and advances
+                current = _item_id(page)
+                for key in presses:
+                    page.keyboard.press(key)
+                page.wait_for_function(  # the last key's radio is checked before saving
+                    "() => document.querySelectorAll('#attr-teeth input[type=radio]:checked').length === 1")
+                page.keyboard.press("Enter")
+                labelled.append(current)
+                _wait_item_change(page, current)
+            assert len(set(labelled)) == 3
+
+            page.keyboard.press("u")  # undo: the third face comes back
+            back = _wait_item_change(page, _item_id(page))
+            assert back == labelled[2]
+            assert "mine 2 / 20" in page.locator("#progress").inner_text()
+
+            page.get_by_role("tab", name="Grid").click()  # one page of one attribute: gender (the first)
+            thumbs = page.locator("#grid img")
+            thumbs.first.wait_for(timeout=20000)
+            page.wait_for_function("() => document.querySelectorAll('#grid img').length === 18")
+            for index in (1, 4):  # toggle two faces to "female"
+                before = page.locator("#grid").inner_text()
+                thumbs.nth(index).click()
+                page.wait_for_function("(b) => document.querySelector('#grid').innerText !== b", arg=before)
+            page.wait_for_function("() => !document.querySelector('#grid').innerText.includes('queue')")
+            captions = page.locator("#grid").inner_text().split()
+            assert captions == ["female" if k in (1, 4) else "male" for k in range(18)]
+            page.get_by_role("button", name="Save page").click()
+            page.wait_for_function("() => document.querySelector('#grid-status').innerText.includes('saved 18')")
+            page_items = app.grid_page("alice", "gender")  # next page: nothing left for gender
+            assert page_items == []
+
+            page.reload(wait_until="load")  # progress and position survive a reload
+            page.wait_for_function(f"() => {{ const el = document.querySelector('{ITEM}'); "
+                                   "return el && el.value; }", timeout=30000)
+            assert _item_id(page) == labelled[2]
+            assert "mine 2 / 20" in page.locator("#progress").inner_text()
+        finally:
+            browser.close()
+
+    rows = sqlite3.connect(db).execute(
+        "SELECT l.save_id, l.item_id, l.annotator, l.attribute, l.value, s.undone, s.kind "
+        "FROM labels l JOIN saves s ON s.save_id = l.save_id ORDER BY l.id").fetchall()
+    per_image = [r for r in rows if r[0] in {rows[0][0], rows[5][0], rows[10][0]}]
+    assert [(r[1], r[3], r[4], r[5]) for r in per_image] == [
+        (item, name, value, int(k == 2)) for k, item in enumerate(labelled) for name, value in values[k].items()]
+    grid = rows[15:]
+    order = [i for i in store.items() if i not in labelled[:2]]
+    assert [(r[1], r[3]) for r in grid] == [(i, "gender") for i in order]
+    assert [r[4] for r in grid] == [int(k in (1, 4)) for k in range(18)]
+    assert {r[0] for r in grid} == {grid[0][0]} and all(r[2] == "alice" and r[5] == 0 for r in rows[:10] + grid)
+    assert len(rows) == 15 + 18
