@@ -33,8 +33,6 @@ from generation.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
 __all__ = ["AdaUnpickler", "PersistentRecord", "load_ada_pickle", "stylegan2_from_pickle", "stylegan2_from_record"]
 
-_MAX_PROTOCOL_BYTES = 1 << 34
-
 
 class _Refused(Exception):
     """Pickle content that the allow-listed stand-ins do not accept."""
@@ -196,7 +194,11 @@ def load_ada_pickle(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise NetworkError(f"{source}: is a directory, not a network file") from None
     except EOFError:
         raise NetworkError(f"{source}: truncated: the pickle ends before its STOP opcode") from None
-    except (pickle.UnpicklingError, UnicodeDecodeError) as exc:
+    except pickle.UnpicklingError as exc:
+        if "truncated" in str(exc):
+            raise NetworkError(f"{source}: truncated: the file ends in the middle of the pickle") from None
+        raise NetworkError(f"{source}: not a network pickle ({exc.__class__.__name__}: {exc})") from None
+    except UnicodeDecodeError as exc:
         raise NetworkError(f"{source}: not a network pickle ({exc.__class__.__name__}: {exc})") from None
     except (OSError, TypeError, ValueError, AttributeError, IndexError, KeyError, MemoryError, RecursionError,
             RuntimeError) as exc:
