@@ -251,5 +251,8 @@ def publish(folder: str | Path, repo_id: str, *, private: bool = False, token: s
                                        repo_id=repo_id, repo_type="dataset",
                                        commit_message="Dataset card from labeling export")
     except Exception as exc:  # network, auth and Hub errors all end the same way: one line, nothing local changed
-        raise LabelingError(f"publish to {repo_id!r} failed: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        if "connect" in reason.lower() or isinstance(exc, OSError):
+            reason = f"cannot reach the Hub at {hub_constants.ENDPOINT} (offline?): {reason}"
+        raise LabelingError(f"publish to {repo_id!r} failed: {reason}") from None
     return f"https://huggingface.co/datasets/{repo_id}"

@@ -1,0 +1,139 @@
+"""Bad input gets one clear error and changes nothing; the app stays up around corrupt files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from labeling import DEFAULT_ATTRIBUTES, LabelingError, LabelStore, load_attributes, load_catalog
+from labeling.app import LabelingApp
+from labeling.cli import main
+
+
+def _corrupt(faces: Path) -> None:
+    (faces / "manifest.jsonl").unlink()  # a plain folder
+    (faces / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    good = (faces / "seed0000001.png").read_bytes()
+    (faces / "cut.png").write_bytes(good[: len(good) // 2])
+
+
+def test_corrupt_png_is_skipped_by_name_and_app_stays_up(tmp_path: Path, faces: Path, server_factory) -> None:
+    _corrupt(faces)
+    catalog = load_catalog(faces, progress=False)
+    assert sorted(name for name, _ in catalog.skipped) == ["broken.png", "cut.png"]
+    assert len(catalog.items) == 20
+    app = LabelingApp(LabelStore(tmp_path / "db.sqlite"), catalog, suggestions=False, progress=False)
+    server = server_factory(app)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        listed = http.get("/labeling/api/items").json()
+        assert [s["file"] for s in listed["skipped"]] == ["broken.png", "cut.png"]
+        assert "broken" not in listed["items"]
+        page = http.get("/").text
+        assert page.startswith("<!") or "<html" in page.lower()
+        config = http.get("/config").text  # the UI's notice names the skipped files
+        assert "broken.png" in config and "cut.png" in config
+        assert http.get("/labeling/api/image/seed0000003").content == (faces / "seed0000003.png").read_bytes()
+
+
+def test_api_refuses_bad_labels_and_ids(tmp_path: Path, faces: Path, server_factory) -> None:
+    db = tmp_path / "db.sqlite"
+    app = LabelingApp(LabelStore(db), load_catalog(faces, progress=False), suggestions=False, progress=False)
+    server = server_factory(app, ui=False)
+    cases = [
+        ({"item_id": "seed0000000", "annotator": "a", "labels": {"gender": 2}}, "unknown value 2"),
+        ({"item_id": "seed0000000", "annotator": "a", "labels": {"gender": "unknown"}}, "unknown value 'unknown'"),
+        ({"item_id": "seed0000000", "annotator": "a", "labels": {"gender": True}}, "is a bool"),
+        ({"item_id": "seed0000000", "annotator": "a", "labels": {"hair": 1}}, "unknown attribute 'hair'"),
+        ({"item_id": "seed0000000", "annotator": "a", "labels": {"gender": 1, "pose": 7}}, "unknown value 7"),
+        ({"item_id": "../etc/passwd", "annotator": "a", "labels": {"gender": 1}}, "invalid item id"),
+        ({"item_id": "seed9999999", "annotator": "a", "labels": {"gender": 1}}, "unknown item id"),
+        ({"item_id": "seed0000000", "annotator": "a b", "labels": {"gender": 1}}, "invalid annotator"),
+        ({"item_id": "seed0000000", "annotator": "a", "labels": {}}, "non-empty mapping"),
+    ]
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for payload, message in cases:
+            r = http.post("/labeling/api/save", json=payload)
+            assert r.status_code == 400 and message in r.json()["detail"], (payload, r.text)
+        assert http.post("/labeling/api/save", content=b"{not json").status_code == 400
+        for bad in ("..%2F..%2Fetc%2Fpasswd", "..passwd", "manifest.jsonl", "seed0000000.png"):
+            assert http.get(f"/labeling/api/image/{bad}").status_code in (400, 404)
+        ok = http.post("/labeling/api/save", json={"item_id": "seed0000000", "annotator": "a",
+                                                    "labels": {"gender": "female", "pose": 0}})
+        assert ok.status_code == 200
+    rows = sqlite3.connect(db).execute("SELECT item_id, attribute, value FROM labels ORDER BY id").fetchall()
+    assert rows == [("seed0000000", "gender", 1), ("seed0000000", "pose", 0)]  # only the good save landed
+
+
+def test_auth_names_the_annotator(tmp_path: Path, faces: Path, server_factory) -> None:
+    from labeling.auth import load_users
+
+    users_file = tmp_path / "users.txt"
+    users_file.write_text("# annotators\nalice:s3cret\nbob:hunter2\n")
+    db = tmp_path / "db.sqlite"
+    app = LabelingApp(LabelStore(db), load_catalog(faces, progress=False), users=load_users(users_file),
+                      suggestions=False, progress=False)
+    server = server_factory(app, ui=False)
+    save = {"item_id": "seed0000000", "labels": {"teeth": 1}}
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.post("/labeling/api/save", json=save).status_code == 401
+        assert http.post("/labeling/api/save", json=save, auth=("alice", "wrong")).status_code == 401
+        assert http.get("/labeling/api/image/seed0000000").status_code == 401
+        assert http.post("/labeling/api/save", json={**save, "annotator": "bob"},
+                         auth=("alice", "s3cret")).status_code == 403
+        assert http.post("/labeling/api/save", json=save, auth=("bob", "hunter2")).status_code == 200
+    assert sqlite3.connect(db).execute("SELECT annotator FROM labels").fetchall() == [("bob",)]
+
+
+def test_non_loopback_bind_needs_auth(tmp_path: Path, faces: Path, capsys) -> None:
+    code = main(["serve", "--db", str(tmp_path / "db.sqlite"), "--images", str(faces), "--host", "0.0.0.0",
+                 "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--host 0.0.0.0" in err and "requires --auth" in err
+    assert not (tmp_path / "db.sqlite").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("alice\n", "expected 'name:password'"),
+    ("../x:pw\n", "invalid annotator name"),
+    ("# nobody\n", "no users"),
+])
+def test_bad_users_file(tmp_path: Path, text: str, message: str) -> None:
+    from labeling.auth import load_users
+
+    path = tmp_path / "users.txt"
+    path.write_text(text)
+    with pytest.raises(LabelingError, match=message):
+        load_users(path)
+
+
+def test_bad_sources_and_configs(tmp_path: Path, faces: Path) -> None:
+    with pytest.raises(LabelingError, match="no such image folder"):
+        load_catalog(tmp_path / "missing")
+    manifest = tmp_path / "evil" / "manifest.jsonl"
+    manifest.parent.mkdir()
+    manifest.write_text(json.dumps({"sample_id": "x", "file": "../faces/seed0000000.png"}) + "\n")
+    with pytest.raises(LabelingError, match="outside"):
+        load_catalog(manifest)
+    manifest.write_text("{broken\n")
+    with pytest.raises(LabelingError, match=r"manifest.jsonl:1: not JSON"):
+        load_catalog(manifest)
+    config = tmp_path / "attrs.toml"
+    config.write_text('[[attribute]]\nname = "smiling"\nvalues = ["no"]\n')
+    with pytest.raises(LabelingError, match="two or more"):
+        load_attributes(config)
+    config.write_text('[[attribute]]\nname = "smiling"\nvalues = ["no", "yes"]\nkeys = ["u", "y"]\n')
+    with pytest.raises(LabelingError, match="key 'u'"):
+        load_attributes(config)
+    config.write_text('[[attribute]]\nname = "smiling"\nvalues = ["no", "yes"]\n')
+    custom = load_attributes(config)
+    LabelStore(tmp_path / "custom.sqlite", custom)
+    with pytest.raises(LabelingError, match="made for attributes"):
+        LabelStore(tmp_path / "custom.sqlite", DEFAULT_ATTRIBUTES)
+    (tmp_path / "junk.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(LabelingError, match="not a usable SQLite database"):
+        LabelStore(tmp_path / "junk.sqlite")
