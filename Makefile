@@ -27,7 +27,9 @@ dev: $(VENV)/.dev
 demo: venv
 	$(BIN)/python -m benchmark
 
+# The labeling browser tests drive Debian's chromium (CI runs as root with no stdin).
 test: dev
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(BIN)/python -m pytest
 	$(BIN)/ruff check .
 

@@ -77,19 +77,32 @@ class LabelingApp:
 
     # -- ordering and suggestions ------------------------------------------------------------------------------
     def order(self) -> list[str]:
-        """Item order for everyone: least certain first once the classifier has labels to learn from."""
+        """Item order for everyone: least certain first once the classifier has labels to learn from.
+
+        The classifier is refit in a background thread every ``RETRAIN_EVERY`` new label rows, so a save never
+        waits for it; until the refit is done the previous order is used.
+        """
         if self.learner is None:
             return self.ids
-        count = len(self.store.labels())
+        count = self.store.row_count()
         stale = count - self._labels_seen >= RETRAIN_EVERY or self._labels_seen < 0
         if stale and self._order_lock.acquire(blocking=False):
-            try:
-                if self.learner.fit(self.store):
-                    self._order = self.learner.order(self.ids)
-                    self._labels_seen = count
-            finally:
-                self._order_lock.release()
+            self._labels_seen = count
+
+            def refit() -> None:
+                try:
+                    if self.learner.fit(self.store):
+                        self._order = self.learner.order(self.ids)
+                finally:
+                    self._order_lock.release()
+
+            threading.Thread(target=refit, name="labeling-refit", daemon=True).start()
         return self._order
+
+    def wait_for_refit(self, timeout: float = 30.0) -> None:
+        """Block until a running refit is done (tests and scripts that want the newest order)."""
+        if self._order_lock.acquire(timeout=timeout):
+            self._order_lock.release()
 
     def suggestions(self, item_id: str) -> dict[str, Suggestion]:
         """The most confident suggestion per attribute over the available sources (computed ones are cached)."""

@@ -90,7 +90,7 @@ class ActiveLearner:
                     continue
                 x = np.stack([self.features[item] for item, _ in pairs])
                 y = np.array([v for _, v in pairs])
-                models[attribute.name] = LogisticRegression(C=1.0, max_iter=500).fit(x, y)
+                models[attribute.name] = LogisticRegression(C=1.0, solver="liblinear").fit(x, y)
             self.models = models
             self.trained_on = len(resolved)
             return True
