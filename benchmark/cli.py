@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmark.face_cli import add_face_arguments
 from benchmark.regimes import REGIMES, custom_regime, get_regimes
 from fedmtl.config import TrainConfig, load_config
 from fedmtl.errors import ConfigError, FedMTLError
 
 __all__ = ["main", "build_parser"]
 
-SUITES = ("har",)
+SUITES = ("har", "faces")
 GRID_LRS = (0.01, 0.02, 0.05, 0.1)
 GRID_BATCHES = (32,)
 
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="simulation: the in-process engine (default); flower: each run on Flower's simulation "
                           "runtime, one SuperNode per client (federated regimes only)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_face_arguments(run)
     sub.add_parser("list", help="list suites and regimes")
     return parser
 
@@ -102,6 +104,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.suite not in SUITES:
         raise ConfigError(f"suite {args.suite!r} is unknown (known: {', '.join(SUITES)})")
+    if args.suite == "faces":
+        from benchmark.face_cli import run_faces
+
+        return run_faces(args)
     regimes = get_regimes(args.regimes)
     if args.layers:
         regimes.append(custom_regime(args.layers))
@@ -174,6 +180,11 @@ def _list() -> int:
     print("regimes:")
     for r in REGIMES.values():
         print(f"  {r.name:<18} {'[paper] ' if r.paper else ''}{r.summary}")
+    from benchmark.faces import FACE_REGIMES
+
+    print("faces regimes (--suite faces):")
+    for r in FACE_REGIMES.values():
+        print(f"  {r.name:<20} {'[paper] ' if r.paper else ''}{r.summary}")
     return 0
 
 
