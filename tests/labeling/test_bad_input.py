@@ -137,3 +137,31 @@ def test_bad_sources_and_configs(tmp_path: Path, faces: Path) -> None:
     (tmp_path / "junk.sqlite").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(LabelingError, match="not a usable SQLite database"):
         LabelStore(tmp_path / "junk.sqlite")
+
+
+def test_cli_serve_lists_corrupt_files_and_serves(tmp_path: Path, faces: Path) -> None:
+    """The real command: corrupt files named on stderr, the app up on 127.0.0.1, Ctrl-C stops it cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _corrupt(faces)
+    proc = subprocess.Popen([sys.executable, "-m", "labeling", "serve", "--db", str(tmp_path / "db.sqlite"),
+                             "--images", str(faces), "--port", "0", "--no-progress", "--annotator", "cli"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("labeling 20 images at http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split(" at ")[1].split()[0]
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.get("/labeling/api/next").json()["progress"] == {"mine": 0, "everyone": 0, "total": 20}
+            assert http.post("/labeling/api/save", json={"item_id": "seed0000005", "labels": {"glasses": 1}}
+                             ).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert "skipped broken.png: " in err and "skipped cut.png: " in err
+    assert LabelStore(tmp_path / "db.sqlite").current("seed0000005", "cli") == {"glasses": 1}
