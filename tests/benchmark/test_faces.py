@@ -133,3 +133,24 @@ def test_a_folder_that_is_not_an_export_is_refused(tmp_path, capsys):
     code = main(["--suite", "faces", "--quick", "--dataset", str(folder), "--out", str(tmp_path / "r"), *SMALL])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "split 'test' is missing" in err and "\n" not in err
+
+
+def test_grid_tunes_lr_for_all_and_epochs_and_active_clients_for_federated_regimes(face_features, face_export,
+                                                                                    tmp_path, capsys):
+    _, _, cache = face_features
+    out = tmp_path / "results"
+    code = main(["--suite", "faces", "--dataset", str(face_export), "--cache-dir", str(cache), "--quick", "--grid",
+                 "--regimes", "local,mtfl", "--grid-lrs", "0.01,0.3", "--grid-epochs", "1,2", "--grid-active",
+                 "1,all", "--grid-seeds", "1", "--out", str(out), *SMALL])
+    capsys.readouterr()
+    assert code == 0
+    grid = json.loads((out / "faces" / "grid.json").read_text())
+    assert len(grid["local"]["grid"]) == 2 and len(grid["mtfl"]["grid"]) == 2 * 2 * 2
+    assert {p["clients_per_task"] for p in grid["mtfl"]["grid"]} == {1, "all"}
+    for name, entry in grid.items():
+        best = max(entry["grid"], key=lambda p: p["val_accuracy"])
+        assert entry["val_accuracy"] == best["val_accuracy"]
+    board = {row["regime"]: row for row in json.loads((out / "faces" / "leaderboard.json").read_text())["rows"]}
+    for name in ("local", "mtfl"):
+        for key in ("lr", "local_epochs", "clients_per_task"):
+            assert board[name]["config"][key] == grid[name]["best"][key]
