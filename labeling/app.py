@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = ["LabelingApp", "Server", "build_api", "build_ui", "start_server"]
 
 GRID_PAGE = 40
 RETRAIN_EVERY = 10
+PREFETCH = 2
 
 
 class LabelingApp:
@@ -58,6 +60,8 @@ class LabelingApp:
         self._labels_seen = -1
         self._order = list(self.ids)
         self._order_lock = threading.Lock()
+        self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="labeling-prefetch")
+        self._prefetched: set[str] = set()
 
     def _setup_suggestions(self, progress: bool) -> None:
         from tqdm import tqdm
@@ -79,12 +83,12 @@ class LabelingApp:
     def order(self) -> list[str]:
         """Item order for everyone: least certain first once the classifier has labels to learn from.
 
-        The classifier is refit in a background thread every ``RETRAIN_EVERY`` new label rows, so a save never
+        The classifier is refit in a background thread every ``RETRAIN_EVERY`` saves (any annotator's), so a save never
         waits for it; until the refit is done the previous order is used.
         """
         if self.learner is None:
             return self.ids
-        count = self.store.row_count()
+        count = self.store.save_count()
         stale = count - self._labels_seen >= RETRAIN_EVERY or self._labels_seen < 0
         if stale and self._order_lock.acquire(blocking=False):
             self._labels_seen = count
@@ -136,7 +140,13 @@ class LabelingApp:
 
     # -- actions (shared by UI and API) ------------------------------------------------------------------------
     def next_item(self, annotator: str) -> str | None:
-        found = self.store.next_items(annotator, self.order(), limit=1)
+        """The annotator's next item; suggestions for the few after it are computed in the background."""
+        found = self.store.next_items(annotator, self.order(), limit=1 + PREFETCH)
+        if self.use_landmarks or self.use_deepface:
+            for item_id in found[1:]:
+                if item_id not in self._prefetched:
+                    self._prefetched.add(item_id)
+                    self._prefetcher.submit(self.suggestions, item_id)
         return found[0] if found else None
 
     def progress(self, annotator: str) -> dict[str, int]:

@@ -301,9 +301,9 @@ class LabelStore:
         rows = self._conn().execute(sql + (" WHERE item_id = ?" if item_id else ""), (item_id,) if item_id else ())
         return rows.fetchall()
 
-    def row_count(self) -> int:
-        """Label rows ever written (a cheap change counter)."""
-        return self._conn().execute("SELECT COALESCE(MAX(id), 0) FROM labels").fetchone()[0]
+    def save_count(self) -> int:
+        """Saves, skips, flags ever written (a cheap change counter)."""
+        return self._conn().execute("SELECT COALESCE(MAX(save_id), 0) FROM saves").fetchone()[0]
 
     def integrity_check(self) -> str:
         return self._conn().execute("PRAGMA integrity_check").fetchone()[0]
