@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--psi", type=float, default=1.0, help="truncation psi (StyleGAN2; default 1)")
     gen.add_argument("--noise-mode", choices=NOISE_MODES,
                      help="StyleGAN2 noise inputs (default const; DCGAN has none)")
-    gen.add_argument("--batch-size", type=_positive_int, default=16)
+    gen.add_argument("--batch-size", type=_positive_int,
+                     help="images per forward pass (default: 64 for DCGAN; StyleGAN2 1 on CPU, 16 on CUDA)")
     gen.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     gen.add_argument("--cache-dir", help="network cache (default $FEDMTL_CACHE/networks or ~/.cache/fedmtl/networks)")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")

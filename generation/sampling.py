@@ -78,13 +78,18 @@ def render(net: Network, seeds: Sequence[int], *, psi: float = 1.0, noise_mode: 
     gen = net.generator.to(device)
     z = latents(seeds, net.z_dim)
     zt = torch.from_numpy(z).to(device)
-    if isinstance(gen, StyleGAN2Generator):
-        ws = gen.map(zt, psi=psi)
-        gens = [torch.Generator().manual_seed(int(s)) for s in seeds] if mode == "random" else None
-        img = gen.synthesize(ws, mode, generators=gens)
-        w = ws[:, 0].cpu().numpy()
-    else:
-        img, w = gen(zt), None
+    # Subnormal floats (below 1e-38, far under one uint8 level) make CPU arithmetic several times slower.
+    torch.set_flush_denormal(True)
+    try:
+        if isinstance(gen, StyleGAN2Generator):
+            ws = gen.map(zt, psi=psi)
+            gens = [torch.Generator().manual_seed(int(s)) for s in seeds] if mode == "random" else None
+            img = gen.synthesize(ws, mode, generators=gens)
+            w = ws[:, 0].cpu().numpy()
+        else:
+            img, w = gen(zt), None
+    finally:
+        torch.set_flush_denormal(False)
     return to_uint8(img).cpu().numpy(), z, w
 
 
@@ -135,9 +140,13 @@ class GenerateResult:
 
 
 def generate(net: Network, out: str | os.PathLike[str], seeds: Sequence[int], *, psi: float = 1.0,
-             noise_mode: str | None = None, batch_size: int = 16, device: str = "auto",
+             noise_mode: str | None = None, batch_size: int | None = None, device: str = "auto",
              progress: bool = True) -> GenerateResult:
-    """Write ``OUT/<sample_id>.png`` for each seed and one manifest row per finished sample."""
+    """Write ``OUT/<sample_id>.png`` for each seed and one manifest row per finished sample.
+
+    ``batch_size`` None picks the fastest measured here: 64 for DCGAN; for StyleGAN2 1 on CPU (a 256 px
+    image's activations already overflow the caches) and 16 on CUDA.
+    """
     mode = noise_mode or net.default_noise_mode
     if net.kind == "dcgan":
         if mode != "none":
@@ -146,9 +155,11 @@ def generate(net: Network, out: str | os.PathLike[str], seeds: Sequence[int], *,
             raise OutputFolderError(f"{net.name}: truncation psi {psi} needs a StyleGAN2 network (use 1)")
     elif mode not in NOISE_MODES:
         raise OutputFolderError(f"noise mode {mode!r}: expected one of {', '.join(NOISE_MODES)}")
+    dev = resolve_device(device)
+    if batch_size is None:
+        batch_size = 64 if net.kind == "dcgan" else (16 if dev.type == "cuda" else 1)
     if batch_size < 1:
         raise OutputFolderError(f"batch size {batch_size}: must be >= 1")
-    dev = resolve_device(device)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputFolderError(f"{out}: exists and is not a folder")

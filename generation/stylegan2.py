@@ -97,6 +97,8 @@ def _filter2d(x: Tensor, f: Tensor, pad: tuple[int, int, int, int], gain: float)
     """Depthwise convolution with ``f * gain`` after zero padding (left, right, top, bottom)."""
     c = x.shape[1]
     kernel = (f * gain).flip([0, 1]).to(x.dtype)[None, None].expand(c, 1, *f.shape)
+    if len(set(pad)) == 1:  # symmetric: let the convolution pad (saves a copy of x)
+        return F.conv2d(x, kernel, padding=pad[0], groups=c)
     return F.conv2d(F.pad(x, pad), kernel, groups=c)
 
 
@@ -114,6 +116,31 @@ def upsample_2x(x: Tensor, f: Tensor) -> Tensor:
 def to_uint8(img: Tensor) -> Tensor:
     """NCHW in [-1, 1] -> NHWC uint8 the way the reference ``generate.py`` converts (x*127.5+128, truncated)."""
     return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+
+
+def _modulated_conv(x: Tensor, weight: Tensor, styles: Tensor, dcoefs: Tensor | None, *, up: bool) -> Tensor:
+    """conv(x, weight * styles[in] * dcoefs[out]) per sample; 3x3 with padding 1, or transposed stride 2.
+
+    Two equal ways to compute it: scale the activations around one shared convolution, or scale the weights
+    per sample (a grouped convolution). Whichever touches fewer numbers wins: weights at low resolution
+    (many channels, few pixels) are bigger than the activations, at high resolution much smaller.
+    """
+    n, c_in, h, w = x.shape
+    c_out, _, k, _ = weight.shape
+    if weight.numel() > c_in * h * w:
+        x = x * styles[:, :, None, None]
+        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2) if up else F.conv2d(x, weight, padding=k // 2)
+        return x if dcoefs is None else x.mul_(dcoefs[:, :, None, None])
+    wts = weight[None] * styles[:, None, :, None, None]  # [N, out, in, k, k]
+    if dcoefs is not None:
+        wts = wts * dcoefs[:, :, None, None, None]
+    x = x.reshape(1, n * c_in, h, w)
+    if up:
+        wts = wts.transpose(1, 2).reshape(n * c_in, c_out, k, k)
+        x = F.conv_transpose2d(x, wts, stride=2, groups=n)
+    else:
+        x = F.conv2d(x, wts.reshape(n * c_out, c_in, k, k), padding=k // 2, groups=n)
+    return x.reshape(n, c_out, *x.shape[2:])
 
 
 class FullyConnected(nn.Module):
@@ -181,18 +208,16 @@ class SynthesisLayer(nn.Module):
         weight = self.weight
         # demodulation coefficient of each output channel: rsqrt(sum_(in,k) (w * s_in)^2 + 1e-8)
         dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, out]
-        x = x * styles[:, :, None, None]
+        x = _modulated_conv(x, weight, styles, dcoefs, up=self.up)
         if self.up:
-            x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
             x = _filter2d(x, self.resample_filter, (1, 1, 1, 1), gain=4.0)
-        else:
-            x = F.conv2d(x, weight, padding=1)
-        x = x * dcoefs[:, :, None, None]
+        # in place from here: x is a fresh conv output, and these passes over it dominate at high resolution
         if noise is not None:
-            x = x + noise * self.noise_strength
-        x = F.leaky_relu(x + self.bias[None, :, None, None], LRELU_SLOPE) * LRELU_GAIN
+            x.add_(noise * self.noise_strength)
+        x.add_(self.bias[None, :, None, None])
+        F.leaky_relu_(x, LRELU_SLOPE).mul_(LRELU_GAIN)
         if self.conv_clamp is not None:
-            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+            x.clamp_(-self.conv_clamp, self.conv_clamp)
         return x
 
 
@@ -209,9 +234,9 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = F.conv2d(x * styles[:, :, None, None], self.weight) + self.bias[None, :, None, None]
+        x = _modulated_conv(x, self.weight, styles, None, up=False).add_(self.bias[None, :, None, None])
         if self.conv_clamp is not None:
-            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+            x.clamp_(-self.conv_clamp, self.conv_clamp)
         return x
 
 
@@ -276,7 +301,10 @@ class SynthesisNetwork(nn.Module):
 
 
 class StyleGAN2Generator(nn.Module):
-    """z -> image in [-1, 1] (NCHW float32). Parameter names match stylegan2-ada-pytorch's ``G_ema``."""
+    """z -> image in [-1, 1] (NCHW float32). Parameter names match stylegan2-ada-pytorch's ``G_ema``.
+
+    Inference only (no autograd): the layers update their activations in place.
+    """
 
     def __init__(self, cfg: StyleGAN2Config) -> None:
         super().__init__()
@@ -285,6 +313,7 @@ class StyleGAN2Generator(nn.Module):
         self.mapping = MappingNetwork(cfg)
         self.synthesis = SynthesisNetwork(cfg)
 
+    @torch.no_grad()
     def map(self, z: Tensor, psi: float = 1.0, cutoff: int | None = None) -> Tensor:
         return self.mapping(z, psi=psi, cutoff=cutoff, num_ws=self.num_ws)
 
@@ -312,9 +341,11 @@ class StyleGAN2Generator(nn.Module):
                 out.append(torch.stack([torch.randn(1, r, r, generator=g) for g in generators]).to(dev))
         return out
 
+    @torch.no_grad()
     def synthesize(self, ws: Tensor, noise_mode: str = "const",
                    generators: Sequence[torch.Generator] | None = None) -> Tensor:
         return self.synthesis(ws.float(), self.noise_inputs(noise_mode, ws.shape[0], generators))
 
+    @torch.no_grad()
     def forward(self, z: Tensor, psi: float = 1.0, noise_mode: str = "const", cutoff: int | None = None) -> Tensor:
         return self.synthesize(self.map(z, psi, cutoff), noise_mode)
