@@ -14,7 +14,7 @@ import torch
 from fedmtl.files import atomic_write
 
 # Each module under benchmarks/ exposes ``run() -> dict`` of named results; they run in this order.
-BENCHMARKS = ("engine_har", "flower_har", "face_head", "label_save")
+BENCHMARKS = ("engine_har", "flower_har", "face_head", "label_save", "generation_speed")
 
 
 def main() -> int:
