@@ -286,7 +286,7 @@ _KEYS_JS = """
 """
 
 _CSS = """
-#face img { image-rendering: auto; }
+#face img { width: 100%; height: 100%; object-fit: contain; }
 .low-confidence { color: #b45309; font-weight: 600; }
 """
 
@@ -357,34 +357,40 @@ def build_ui(app: LabelingApp):
             return view(app.next_item(annotator), annotator, "nothing to undo")
         return view(items[0], annotator, f"undid the last save ({len(items)} item(s))")
 
-    # -- grid mode --
-    def grid_view(attribute: str, page: list[str], values: list[int], annotator: str, status: str = ""):
+    # -- grid mode: the page state is [[item_id, suggested value or None, confidence or None], ...] --
+    def grid_view(attribute: str, page: list, values: list[int], annotator: str, status: str = ""):
         a = app.attributes[attribute]
-        gallery = [(str(app.catalog.items[i].path), f"{a.values[v]}") for i, v in zip(page, values, strict=True)]
-        head = (f"{len(page)} faces · click a face to switch it to the other value · Enter or **Save page** "
-                f"writes all of them") if page else "No faces left to label for this attribute."
+        gallery = []
+        for (item_id, suggested, confidence), v in zip(page, values, strict=True):
+            caption = a.values[v]
+            if suggested == v:  # still the suggestion: say how sure it was, mark the doubtful ones
+                caption += f" {confidence:.0%}" + (" ⚠" if confidence < LOW_CONFIDENCE else "")
+            gallery.append((str(app.catalog.items[item_id].path), caption))
+        head = (f"{len(page)} faces · click a face (or Tab to it and press Enter) to switch it to the other value "
+                f"· Enter elsewhere or **Save page** writes all of them") if page else \
+            "No faces left to label for this attribute."
         return gallery, page, values, head, progress_text(annotator), status
 
     def grid_load(attribute: str, request: gr.Request):
         annotator = annotator_of(request)
-        page = app.grid_page(annotator, attribute)
-        values = []
-        for item in page:
-            s = app.suggestions(item).get(attribute)
+        page, values = [], []
+        for item_id in app.grid_page(annotator, attribute):
+            s = app.suggestions(item_id).get(attribute)
+            page.append([item_id, s.value, s.confidence] if s is not None else [item_id, None, None])
             values.append(s.value if s is not None else 0)
         return grid_view(attribute, page, values, annotator)
 
-    def grid_toggle(attribute: str, page: list[str], values: list[int], evt: gr.SelectData, request: gr.Request):
+    def grid_toggle(attribute: str, page: list, values: list[int], evt: gr.SelectData, request: gr.Request):
         values = list(values)
         n = len(app.attributes[attribute].values)
         if evt.index is not None and 0 <= evt.index < len(values):
             values[evt.index] = (values[evt.index] + 1) % n
         return grid_view(attribute, page, values, annotator_of(request))
 
-    def grid_save(attribute: str, page: list[str], values: list[int], request: gr.Request):
+    def grid_save(attribute: str, page: list, values: list[int], request: gr.Request):
         annotator = annotator_of(request)
         if page:
-            app.store.save_many(annotator, [(i, {attribute: v}) for i, v in zip(page, values, strict=True)])
+            app.store.save_many(annotator, [(p[0], {attribute: v}) for p, v in zip(page, values, strict=True)])
         status = f"saved {len(page)} {attribute} labels" if page else "nothing to save"
         nxt = grid_load(attribute, request)
         return (*nxt[:-1], status)

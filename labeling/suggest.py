@@ -167,19 +167,28 @@ def landmark_points(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pose_teeth_scores(points: np.ndarray, rgb: np.ndarray) -> tuple[float, float]:
-    """(nose offset in inter-ocular distances, whiteness of the open mouth in [0, 1])."""
+    """(nose offset in inter-ocular distances, share of tooth-like pixels inside the inner lips in [0, 1]).
+
+    Tooth-like: unsaturated (teeth are grey to white, lips and mouth cavity are red) and not dark relative to
+    the face (generated faces are often dimly lit, so the threshold is half the face's median brightness).
+    """
     left, right = points[36:42].mean(axis=0), points[42:48].mean(axis=0)
     iod = max(float(np.linalg.norm(right - left)), 1.0)
     offset = abs(points[30, 0] - (left[0] + right[0]) / 2) / iod
-    mask = Image.new("L", (rgb.shape[1], rgb.shape[0]), 0)
-    ImageDraw.Draw(mask).polygon([tuple(p) for p in points[60:68]], fill=1)
-    inside = np.asarray(mask, dtype=bool)
+    size = (rgb.shape[1], rgb.shape[0])
+    mouth, face = Image.new("L", size, 0), Image.new("L", size, 0)
+    ImageDraw.Draw(mouth).polygon([tuple(p) for p in points[60:68]], fill=1)
+    ImageDraw.Draw(face).polygon([tuple(p) for p in points[0:17]], fill=1)
+    inside, face_mask = np.asarray(mouth, dtype=bool), np.asarray(face, dtype=bool)
     if inside.sum() < 4:
-        return offset, 0.0
+        return float(offset), 0.0
+    value_of = lambda px: px.max(axis=1)  # noqa: E731  (HSV value)
+    face_px = rgb[face_mask] if face_mask.sum() >= 16 else rgb.reshape(-1, 3)
+    reference = float(np.median(value_of(face_px.astype(np.float64) / 255.0)))
     pixels = rgb[inside].astype(np.float64) / 255.0
-    value, low = pixels.max(axis=1), pixels.min(axis=1)
+    value, low = value_of(pixels), pixels.min(axis=1)
     saturation = np.where(value > 0, (value - low) / np.maximum(value, 1e-9), 0)
-    whiteness = float(((value > 0.6) & (saturation < 0.35)).mean())
+    whiteness = float(((value > 0.5 * reference) & (saturation < 0.35)).mean())
     return float(offset), whiteness
 
 
@@ -187,7 +196,7 @@ def landmark_suggestions(path: str | Path) -> dict[str, Suggestion]:
     """Pose and teeth from landmarks (attribute names of the default set)."""
     offset, whiteness = pose_teeth_scores(*landmark_points(path))
     p_front = _sigmoid((0.15 - offset) / 0.05)
-    p_teeth = _sigmoid((whiteness - 0.25) / 0.08)
+    p_teeth = _sigmoid((whiteness - 0.15) / 0.06)
     return {"pose": Suggestion(int(p_front >= 0.5), max(p_front, 1 - p_front), "landmarks"),
             "teeth": Suggestion(int(p_teeth >= 0.5), max(p_teeth, 1 - p_teeth), "landmarks")}
 

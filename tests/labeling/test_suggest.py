@@ -31,6 +31,7 @@ def test_pose_and_teeth_geometry() -> None:
     dark = np.full((256, 256, 3), 60, dtype=np.uint8)
     white = dark.copy()
     white[170:192, 100:156] = (235, 235, 230)
+    dark[170:192, 100:156] = (110, 30, 40)  # lips and mouth cavity: red
     front, teeth = pose_teeth_scores(_points(128), white)
     side, no_teeth = pose_teeth_scores(_points(128 + 25), dark)
     assert front == pytest.approx(0.0) and side == pytest.approx(25 / 56)
