@@ -133,13 +133,19 @@ def test_bad_network_files_fail_cleanly_from_the_cli(tmp_path, standins, capsys)
     sentinel = tmp_path / "sentinel"
     for label, (path, expected) in _bad_files(tmp_path, standins, sentinel).items():
         out = tmp_path / f"out-{path.stem}"
-        proc = _run_cli("generate", "--network", str(path), "--out", str(out), "-n", "2", "--no-progress")
-        assert proc.returncode == 2, (label, proc.stderr)
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (label, proc.stderr)
+        args = ["generate", "--network", str(path), "--out", str(out), "-n", "2", "--no-progress"]
+        if path.stem.startswith("evil"):  # a real process: its exit status, and nothing ran in it
+            proc = _run_cli(*args)
+            code, err = proc.returncode, proc.stderr
+        else:
+            code, err = main(args), capsys.readouterr().err
+        assert code == 2, (label, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], (label, err)
         assert not out.exists(), label
         assert not sentinel.exists(), label
         assert main(["info", str(path)]) == 2, label
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1, label
         assert not sentinel.exists(), label
 
 

@@ -127,7 +127,7 @@ def test_stylegan2_batch_independence_and_manifest(small_pickle, tmp_path) -> No
 def test_resume_after_sigkill(small_pickle, tmp_path) -> None:
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "generation", "generate", "--network", str(small_pickle), "--out", str(out),
-           "-n", "300", "--batch-size", "1", "--no-progress"]
+           "-n", "150", "--batch-size", "1", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     manifest = out / MANIFEST
     deadline = time.monotonic() + 120
@@ -139,15 +139,15 @@ def test_resume_after_sigkill(small_pickle, tmp_path) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     before = read_manifest(out)
-    assert 5 <= len(before) < 300
+    assert 5 <= len(before) < 150
     pngs = sorted(out.glob("*.png"))
     for png in pngs:  # every PNG under its final name is complete
         _pixels(png)
     kept = {r["file"]: (out / r["file"]).read_bytes() for r in before}
-    result = generate(load_network(small_pickle), out, list(range(300)), batch_size=16, progress=False)
+    result = generate(load_network(small_pickle), out, list(range(150)), batch_size=16, progress=False)
     assert set(result.skipped) == {r["sample_id"] for r in before}
     rows = read_manifest(out)
-    assert sorted(r["sample_id"] for r in rows) == [sample_id(s) for s in range(300)]
+    assert sorted(r["sample_id"] for r in rows) == [sample_id(s) for s in range(150)]
     assert all((out / f).read_bytes() == data for f, data in kept.items())
     assert not list(out.glob(".*tmp*"))
 
