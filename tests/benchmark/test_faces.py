@@ -106,6 +106,7 @@ def test_face_regimes_are_the_papers_five_plus_named_baselines():
 @pytest.mark.parametrize("args, message", [
     ([], "--suite faces needs --dataset"),
     (["--dataset", "/nonexistent/export"], "no such folder"),
+    (["--dataset", "someone/faces-not-cached"], "cannot load it"),  # a Hub id, offline
     (["--dataset", "DATASET", "--regimes", "mtfl,fedmagic"], "regime 'fedmagic' is unknown"),
     (["--dataset", "DATASET", "--tasks", "gender,smile"], "task 'smile' is not an attribute"),
     (["--dataset", "DATASET", "--clients", "400"], "gets no labelled training image"),
@@ -147,7 +148,7 @@ def test_grid_tunes_lr_for_all_and_epochs_and_active_clients_for_federated_regim
     grid = json.loads((out / "faces" / "grid.json").read_text())
     assert len(grid["local"]["grid"]) == 2 and len(grid["mtfl"]["grid"]) == 2 * 2 * 2
     assert {p["clients_per_task"] for p in grid["mtfl"]["grid"]} == {1, "all"}
-    for name, entry in grid.items():
+    for entry in grid.values():
         best = max(entry["grid"], key=lambda p: p["val_accuracy"])
         assert entry["val_accuracy"] == best["val_accuracy"]
     board = {row["regime"]: row for row in json.loads((out / "faces" / "leaderboard.json").read_text())["rows"]}

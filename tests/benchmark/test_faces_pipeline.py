@@ -3,6 +3,7 @@ store API, export, extract features (offline default model) and run the five reg
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchmark.datasets.faces import load_faces
 from benchmark.faces import PAPER_REGIMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +58,14 @@ def test_generate_label_export_extract_and_run_the_five_regimes(tmp_path):
     _run("labeling", "export", "--db", str(tmp_path / "labels.sqlite"), "--images", str(images), "--out",
          str(export), "--test-fraction", "0.25")
     assert (export / "dataset_dict.json").is_file() and list((export / "data").glob("train-*.parquet"))
+    hub_layout = tmp_path / "hub-layout"  # what a Hub repo holds: the card and the Parquet shards
+    shutil.copytree(export / "data", hub_layout / "data")
+    shutil.copy(export / "README.md", hub_layout / "README.md")
+    from_disk, from_shards = load_faces(export), load_faces(hub_layout)
+    assert from_shards.fingerprint == from_disk.fingerprint and from_shards.tasks == tuple(TASKS)
+    for split in ("train", "test"):
+        assert (from_shards.splits[split].labels == from_disk.splits[split].labels).all()
+    assert (from_disk.splits["train"].labels[:, 4] == -1).any()  # unlabelled teeth stay -1
 
     out, cache = tmp_path / "results", tmp_path / "cache"
     args = ("benchmark", "--suite", "faces", "--dataset", str(export), "--quick", "--clients", "10",
