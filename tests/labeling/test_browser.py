@@ -103,3 +103,39 @@ def test_keyboard_grid_undo_reload(tmp_path: Path, faces: Path, server_factory) 
     assert [r[4] for r in grid] == [int(k in (1, 4)) for k in range(18)]
     assert {r[0] for r in grid} == {grid[0][0]} and all(r[2] == "alice" and r[5] == 0 for r in rows[:10] + grid)
     assert len(rows) == 15 + 18
+
+
+def test_login_names_the_annotator(tmp_path: Path, faces: Path, server_factory) -> None:
+    """With users configured the app asks for a login, and labels are saved under that name."""
+    db = tmp_path / "labels.sqlite"
+    app = LabelingApp(LabelStore(db), load_catalog(faces, progress=False), users={"zoe": "pw-1"},
+                      suggestions=False, progress=False)
+    server = server_factory(app)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server.url, wait_until="load")
+            page.locator("input[type=password]").wait_for(timeout=20000)
+            page.locator("input").first.fill("zoe")
+            page.locator("input[type=password]").fill("wrong")
+            page.keyboard.press("Enter")
+            page.wait_for_timeout(500)
+            assert page.locator(ITEM).count() == 0  # still at the login
+            page.locator("input").first.fill("zoe")
+            page.locator("input[type=password]").fill("pw-1")
+            page.keyboard.press("Enter")
+            page.wait_for_function(f"() => {{ const el = document.querySelector('{ITEM}'); "
+                                   "return el && el.value; }", timeout=30000)
+            assert page.locator("#progress").inner_text().startswith("zoe")
+            first = _item_id(page)
+            page.locator("body").click(position={"x": 5, "y": 5})
+            for key in ("1", "3", "5", "7", "9"):
+                page.keyboard.press(key)
+            page.wait_for_function(
+                "() => document.querySelectorAll('#attr-teeth input[type=radio]:checked').length === 1")
+            page.keyboard.press("Enter")
+            _wait_item_change(page, first)
+        finally:
+            browser.close()
+    assert LabelStore(db).current(first, "zoe") == {"gender": 0, "age_group": 0, "glasses": 0, "pose": 0, "teeth": 0}
