@@ -9,7 +9,6 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -484,7 +483,7 @@ def start_server(app: LabelingApp, host: str = "127.0.0.1", port: int = 7860, *,
     return Server(f"http://{shown}:{bound}", server, thread)
 
 
-def serve_forever(server: Server, stop_after: Sequence[float] = ()) -> None:
+def serve_forever(server: Server) -> None:
     """Block until Ctrl-C (or the thread ends)."""
     try:
         while server.thread.is_alive():

@@ -104,7 +104,7 @@ def load_catalog(source: str | Path, *, check: bool = True, progress: bool = Tru
     if manifest is not None:
         entries = _from_manifest(manifest, root)
     else:
-        entries = [(p.stem, p.resolve(), {}) for p in sorted(root.iterdir())
+        entries = [(p.stem, p, {}) for p in sorted(root.iterdir())
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     items: dict[str, Item] = {}
     skipped: list[tuple[str, str]] = []
@@ -121,6 +121,10 @@ def load_catalog(source: str | Path, *, check: bool = True, progress: bool = Tru
             continue
         if not path.is_file():
             skipped.append((name, "file missing"))
+            continue
+        path = path.resolve()
+        if not path.is_relative_to(root):  # a symlink out of the folder: images are served only from it
+            skipped.append((name, f"links outside {root}"))
             continue
         reason = _check_image(path) if check else None
         if reason:

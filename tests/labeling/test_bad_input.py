@@ -165,3 +165,13 @@ def test_cli_serve_lists_corrupt_files_and_serves(tmp_path: Path, faces: Path) -
     assert proc.returncode == 0
     assert "skipped broken.png: " in err and "skipped cut.png: " in err
     assert LabelStore(tmp_path / "db.sqlite").current("seed0000005", "cli") == {"glasses": 1}
+
+
+def test_symlink_out_of_the_folder_is_not_served(tmp_path: Path, faces: Path) -> None:
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((faces / "seed0000000.png").read_bytes())
+    (faces / "manifest.jsonl").unlink()
+    (faces / "sneaky.png").symlink_to(secret)
+    catalog = load_catalog(faces, progress=False)
+    assert "sneaky" not in catalog.items
+    assert [name for name, reason in catalog.skipped if "outside" in reason] == ["sneaky.png"]

@@ -99,3 +99,14 @@ def test_generation_to_export_end_to_end(tmp_path: Path) -> None:
         assert rows[m["sample_id"]]["seed"] == m["seed"] and rows[m["sample_id"]]["network"] == m["network"]
         assert rows[m["sample_id"]]["image"].size == (m["resolution"], m["resolution"])
     assert f"network(s): {manifest[0]['network']}" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_suggest_command_precomputes_into_the_database(tmp_path: Path, faces: Path, capsys) -> None:
+    from labeling.cli import main
+
+    db = tmp_path / "db.sqlite"
+    assert main(["suggest", "--images", str(faces), "--db", str(db), "--no-progress"]) == 0
+    rows = LabelStore(db).suggestions()
+    assert {(r[0], r[1]) for r in rows} == {(f"seed{k:07d}", a) for k in range(20) for a in ("pose", "teeth")}
+    assert all(r[2] == "landmarks" and r[3] in (0, 1) and 0.5 <= r[4] <= 1 for r in rows)
+    assert "suggestions for 20 images" in capsys.readouterr().out
