@@ -7,6 +7,7 @@ and the latency benchmark); ``start_server`` mounts both on one FastAPI app serv
 
 import base64
 import json
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,7 @@ class LabelingApp:
         store.add_items(catalog.ids())
         self.ids = [i for i in store.items() if i in catalog.items]
         self.notices: list[str] = []
+        self.failures: dict[str, int] = {}  # suggestion source -> faces it failed on
         self.learner: ActiveLearner | None = None
         self.use_landmarks = self.use_deepface = False
         if suggestions:
@@ -120,7 +122,10 @@ class LabelingApp:
                 try:
                     fresh = fn(path)
                 except Exception as exc:  # a face the model cannot handle just gets no suggestion
-                    self.notices.append(f"{source} failed on {item_id}: {type(exc).__name__}")
+                    if source not in self.failures:
+                        print(f"{source} suggestions failed on {item_id} ({type(exc).__name__}: {exc}); "
+                              "such faces get none", file=sys.stderr)
+                    self.failures[source] = self.failures.get(source, 0) + 1
                     continue
                 rows += [(item_id, name, s.source, s.value, s.confidence) for name, s in fresh.items()]
         if rows:
