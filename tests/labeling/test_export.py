@@ -144,3 +144,40 @@ def test_publish_offline_is_a_clear_error(tmp_path: Path, faces: Path, store: La
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: publish to 'someone/faces' failed:"), proc.stderr
+
+
+def test_sigkilled_export_process_leaves_previous_intact(tmp_path: Path) -> None:
+    """A real `python -m labeling export` killed (SIGKILL) while it writes: the old export still loads whole."""
+    import signal
+    import time
+
+    from labeling.fixtures import make_faces
+
+    faces = tmp_path / "faces"
+    make_faces(faces, 150)
+    store = LabelStore(tmp_path / "db.sqlite")
+    store.add_items(load_catalog(faces, progress=False).ids())
+    for k, item in enumerate(store.items()):
+        store.save(item, "ann", {"gender": k % 2, "pose": (k // 2) % 2})
+    out = tmp_path / "export"
+    export_dataset(store, load_catalog(faces, progress=False), out, progress=False)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    store.save(store.items()[0], "ann", {"teeth": 1})  # the next export would differ
+    cmd = [sys.executable, "-m", "labeling", "export", "--db", str(store.path), "--images", str(faces), "--out",
+           str(out), "--no-progress"]
+    for _ in range(5):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(tmp_path.glob(".export.tmp-*")):
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.002)
+        proc.wait(60)
+        if proc.returncode == -signal.SIGKILL:
+            break
+        export_dataset(store, load_catalog(faces, progress=False), out, progress=False)  # finished first: retry
+        before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert proc.returncode == -signal.SIGKILL
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sum(datasets.load_from_disk(str(out)).num_rows.values()) == 150
