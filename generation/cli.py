@@ -93,6 +93,7 @@ def _info(args: argparse.Namespace) -> int:
 def _zoo(args: argparse.Namespace) -> int:
     rows = [{"name": e.name, "default": e.name == DEFAULT_NETWORK, "kind": e.kind, "resolution": e.resolution,
              "format": e.format, "source": e.source, "sha256": e.sha256 or "recorded at first download",
+             "weights_sha256": e.member_sha256 or e.sha256 or "recorded at first download",
              "licence": e.licence, "description": e.description} for e in ZOO.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -100,8 +101,8 @@ def _zoo(args: argparse.Namespace) -> int:
     for r in rows:
         mark = " (default)" if r["default"] else ""
         print(f"{r['name']}{mark}: {r['kind']} {r['resolution']}x{r['resolution']} - {r['description']}")
-        for key in ("format", "source", "sha256", "licence"):
-            print(f"    {key:>8}: {r[key]}")
+        for key in ("format", "source", "sha256", "weights_sha256", "licence"):
+            print(f"    {key:>14}: {r[key]}")
     return 0
 
 
