@@ -92,7 +92,8 @@ def validate_updates(name: str, updates: torch.Tensor, weights: torch.Tensor) ->
     total = float(w.sum())
     if not total > 0:
         raise FedMTLError(f"aggregator {name!r}: total client weight must be positive, got {total}")
-    bad = int((~torch.isfinite(updates)).any(dim=1).sum())
+    # a row's sum is NaN/Inf iff the row holds NaN/Inf (or overflows float range): one pass, no [n, P] temporaries
+    bad = int((~torch.isfinite(updates.sum(dim=1))).sum())
     if bad:
         raise DivergedError(
             f"aggregator {name!r}: {bad} of {n} client(s) sent non-finite values (NaN/Inf) in their update"
