@@ -104,6 +104,10 @@ class LabelingApp:
             threading.Thread(target=refit, name="labeling-refit", daemon=True).start()
         return self._order
 
+    def close(self) -> None:
+        """Drop queued suggestion prefetches so a stopping server exits at once instead of finishing them."""
+        self._prefetcher.shutdown(wait=False, cancel_futures=True)
+
     def wait_for_refit(self, timeout: float = 30.0) -> None:
         """Block until a running refit is done (tests and scripts that want the newest order)."""
         if self._order_lock.acquire(timeout=timeout):
@@ -488,10 +492,13 @@ def start_server(app: LabelingApp, host: str = "127.0.0.1", port: int = 7860, *,
     return Server(f"http://{shown}:{bound}", server, thread)
 
 
-def serve_forever(server: Server) -> None:
-    """Block until Ctrl-C (or the thread ends)."""
+def serve_forever(server: Server, app: LabelingApp | None = None) -> None:
+    """Block until Ctrl-C (or the thread ends), then stop the server and the app's background work."""
     try:
         while server.thread.is_alive():
             server.thread.join(0.5)
     except KeyboardInterrupt:
         server.stop()
+    finally:
+        if app is not None:
+            app.close()

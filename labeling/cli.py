@@ -109,7 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(notice, file=sys.stderr)
     server = start_server(app, args.host, args.port)
     print(f"labeling {len(app.ids)} images at {server.url} (Ctrl-C to stop)", flush=True)
-    serve_forever(server)
+    serve_forever(server, app)
     return 0
 
 

@@ -161,7 +161,7 @@ def test_cli_serve_lists_corrupt_files_and_serves(tmp_path: Path, faces: Path) -
                              ).status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=90)  # generous: CI machines are shared
     assert proc.returncode == 0
     assert "skipped broken.png: " in err and "skipped cut.png: " in err
     assert LabelStore(tmp_path / "db.sqlite").current("seed0000005", "cli") == {"glasses": 1}
