@@ -214,7 +214,8 @@ def _train(sim: Simulation, evaluate: Any, config: TrainConfig, progress: bool, 
 
 def _pooled_sim(sizes: Sequence[int], pooled: Client, config: TrainConfig, seed: int) -> Simulation:
     regime = PAPER_REGIMES["centralized_joint"]
-    return Simulation(mlp(list(sizes), seed=seed), layer_spec(regime, len(sizes) - 1), Federation([pooled]), config)
+    return Simulation(mlp(list(sizes), seed=seed), layer_spec(regime, len(sizes) - 1), Federation([pooled]),
+                      config.replace(clients_per_task="all"))  # one pooled client: nothing to sample
 
 
 def run_face_regime(data: FaceData, regime: Regime, seed: int, *, progress: bool = False) -> FaceRun:
