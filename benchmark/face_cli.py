@@ -75,6 +75,7 @@ def run_faces(args: argparse.Namespace) -> int:
     from benchmark.datasets.faces import load_faces
     from benchmark.face_leaderboard import face_markdown, write_face_leaderboard
     from benchmark.faces import (
+        DEFAULT_OVERRIDES,
         DEFAULT_TRAIN,
         HIDDEN,
         FaceSuiteConfig,
@@ -105,7 +106,9 @@ def run_faces(args: argparse.Namespace) -> int:
     train = _train_config(args, DEFAULT_TRAIN)
     if args.threads is None:
         train = train.replace(threads=os.cpu_count() or 1)
-    config = FaceSuiteConfig(clients=args.clients, tasks=args.tasks, hidden=tuple(hidden), train=train)
+    # as for HAR, a config file states the training settings itself: the per-regime defaults step aside
+    config = FaceSuiteConfig(clients=args.clients, tasks=args.tasks, hidden=tuple(hidden), train=train,
+                             overrides={} if args.config else dict(DEFAULT_OVERRIDES))
     n_layers = len(hidden) + 1
     for regime in regimes:  # fail before extracting anything
         partition(mlp([2, *hidden, 1]), layer_spec(regime, n_layers))
@@ -127,7 +130,7 @@ def run_faces(args: argparse.Namespace) -> int:
                                   progress=progress)
         atomic_write(Path(args.out) / args.suite / "grid.json", (json.dumps(tuning, indent=2) + "\n").encode())
         data = dataclasses.replace(data, config=dataclasses.replace(
-            config, overrides={name: entry["best"] for name, entry in tuning.items()}))
+            config, overrides={**config.overrides, **{name: entry["best"] for name, entry in tuning.items()}}))
     summaries = run_face_suite(data, regimes, seeds, progress=progress)
     meta = {"data": dataset.source, "images": {s: len(v.sample_ids) for s, v in dataset.splits.items()},
             "tasks": list(data.tasks), "clients": len(data.clients), "model": extractor.model,
