@@ -155,3 +155,24 @@ def test_grid_tunes_lr_for_all_and_epochs_and_active_clients_for_federated_regim
     for name in ("local", "mtfl"):
         for key in ("lr", "local_epochs", "clients_per_task"):
             assert board[name]["config"][key] == grid[name]["best"][key]
+
+
+def test_pooled_cases_default_to_one_epoch_and_a_config_file_replaces_the_defaults(face_features, face_export,
+                                                                                    tmp_path):
+    from benchmark.faces import DEFAULT_OVERRIDES
+
+    _, _, cache = face_features
+
+    dataset = load_faces(face_export)
+    data = build_face_data(dataset, _separable(dataset), FaceSuiteConfig(clients=10, hidden=(8,)))
+    assert data.config_for(PAPER_REGIMES["centralized_joint"], 0).local_epochs == 1
+    assert data.config_for(PAPER_REGIMES["mtfl"], 1).local_epochs == DEFAULT_TRAIN.local_epochs == 5
+    assert data.config_for(PAPER_REGIMES["mtfl"], 1).seed == 1 and DEFAULT_TRAIN.batch_size == 16
+    toml = tmp_path / "face.toml"
+    toml.write_text('rounds = 2\nlocal_epochs = 2\nlr = 0.02\nloss = "bce"\nbackend = "fused"\nbatch_size = 16\n')
+    out = tmp_path / "results"
+    assert main(["--suite", "faces", "--dataset", str(face_export), "--config", str(toml), "--seeds", "1",
+                 "--cache-dir", str(cache), "--regimes", "centralized_joint,mtfl", "--out", str(out), *SMALL]) == 0
+    rows = {r["regime"]: r["config"] for r in json.loads((out / "faces" / "leaderboard.json").read_text())["rows"]}
+    assert rows["centralized_joint"]["local_epochs"] == rows["mtfl"]["local_epochs"] == 2
+    assert rows["mtfl"]["rounds"] == 2 and rows["mtfl"]["lr"] == 0.02 and DEFAULT_OVERRIDES
