@@ -7,6 +7,7 @@ and the latency benchmark); ``start_server`` mounts both on one FastAPI app serv
 
 import base64
 import json
+import signal
 import sys
 import threading
 import time
@@ -492,8 +493,23 @@ def start_server(app: LabelingApp, host: str = "127.0.0.1", port: int = 7860, *,
     return Server(f"http://{shown}:{bound}", server, thread)
 
 
+def _stop_on_signals() -> None:
+    """Make Ctrl-C and SIGTERM stop the server even when the parent process left SIGINT ignored or blocked (a
+    job started with ``&`` from a script, or a test runner): both would otherwise leave it running forever."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def serve_forever(server: Server, app: LabelingApp | None = None) -> None:
-    """Block until Ctrl-C (or the thread ends), then stop the server and the app's background work."""
+    """Block until Ctrl-C or SIGTERM (or the thread ends), then stop the server and the app's background work."""
+    _stop_on_signals()
     try:
         while server.thread.is_alive():
             server.thread.join(0.5)

@@ -140,17 +140,20 @@ def test_bad_sources_and_configs(tmp_path: Path, faces: Path) -> None:
 
 
 def test_cli_serve_lists_corrupt_files_and_serves(tmp_path: Path, faces: Path) -> None:
-    """The real command: corrupt files named on stderr, the app up on 127.0.0.1, Ctrl-C stops it cleanly."""
+    """The real command: corrupt files named on stderr, the app up on 127.0.0.1, Ctrl-C stops it cleanly, even
+    when started with SIGINT ignored (as a background job of a script is)."""
     import os
     import signal
     import subprocess
     import sys
 
     _corrupt(faces)
+    inherited = f"parent SIGINT handler {signal.getsignal(signal.SIGINT)}, blocked {signal.pthread_sigmask(0, [])}"
     proc = subprocess.Popen([sys.executable, "-m", "labeling", "serve", "--db", str(tmp_path / "db.sqlite"),
                              "--images", str(faces), "--port", "0", "--no-progress", "--annotator", "cli"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line = proc.stdout.readline()
         assert line.startswith("labeling 20 images at http://127.0.0.1:"), line + proc.stderr.read()
@@ -161,7 +164,11 @@ def test_cli_serve_lists_corrupt_files_and_serves(tmp_path: Path, faces: Path) -
                              ).status_code == 200
     finally:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=90)  # generous: CI machines are shared
+        try:
+            _, err = proc.communicate(timeout=90)  # generous: CI machines are shared
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"serve ignored SIGINT for 90 s ({inherited})") from None
     assert proc.returncode == 0
     assert "skipped broken.png: " in err and "skipped cut.png: " in err
     assert LabelStore(tmp_path / "db.sqlite").current("seed0000005", "cli") == {"glasses": 1}
