@@ -1,20 +1,45 @@
-"""``python -m benchmarks``: run every speed benchmark and merge its ratios into ``results/bench.json``."""
+"""``python -m benchmarks``: run every speed benchmark and merge its ratios into ``results/bench.json``.
+
+Each benchmark module runs in a fresh process: a previous one's threads (a stopped web server's helpers), its
+memory (the face head's 11 GB) or its children (Ray's workers winding down) must not slow the next one down.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
 from fedmtl.files import atomic_write
 
-# Each module under benchmarks/ exposes ``run() -> dict`` of named results; they run in this order.
-BENCHMARKS = ("engine_har", "flower_har", "face_head", "label_save", "generation_speed")
+# Each module under benchmarks/ exposes ``run() -> dict`` of named results; they run in this order (Flower last:
+# Ray's processes take a while to wind down after a run).
+BENCHMARKS = ("engine_har", "face_head", "generation_speed", "label_save", "flower_har")
+
+_DRIVER = """
+import json, sys
+from benchmarks import {name} as module
+kwargs = json.loads(sys.argv[1])
+print("BENCH-RESULT " + json.dumps(module.run(**kwargs)))
+"""
+
+
+def run_isolated(name: str, kwargs: dict) -> dict:
+    """``benchmarks.<name>.run(**kwargs)`` in a child process; its progress goes to the terminal."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", _DRIVER.format(name=name), json.dumps(kwargs)], env=env,
+                          stdout=subprocess.PIPE, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH-RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"benchmark {name} failed (exit {proc.returncode})")
+    return json.loads(lines[-1].removeprefix("BENCH-RESULT "))
 
 
 def main() -> int:
@@ -31,9 +56,8 @@ def main() -> int:
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     for name in chosen:
-        module = importlib.import_module(f"benchmarks.{name}")
-        kwargs = {"repeats": args.repeats} if name == "engine_har" else {}
-        results.update(module.run(**kwargs))
+        print(f"benchmark {name} ...", file=sys.stderr, flush=True)
+        results.update(run_isolated(name, {"repeats": args.repeats} if name == "engine_har" else {}))
     results["machine"] = {"cpus": os.cpu_count(), "torch": torch.__version__,
                           "python": platform.python_version(), "processor": platform.processor()}
     atomic_write(out, (json.dumps(results, indent=2) + "\n").encode())

@@ -82,13 +82,14 @@ def run(rounds: int = 10, engine_threads: int = 2) -> dict[str, Any]:
         work = Path(tmp)
         env = _env(work / "flwr-home")
         events = work / "events.jsonl"
+        # the engine first: Ray's processes wind down for a while after a Flower run and would slow what follows
+        engine_config = {**FACTORY, "num-rounds": rounds, "threads": engine_threads}
+        engine_e2e, out = _timed([sys.executable, "-c", ENGINE_DRIVER, json.dumps(engine_config)], env, work)
+        engine = json.loads(out.strip().splitlines()[-1])
         flower_config = {**FACTORY, "num-rounds": rounds, "poll": 0.05, "out-file": str(events)}
         flower_e2e, _ = _timed([sys.executable, "-c", FLOWER_DRIVER, json.dumps(flower_config)], env, work)
         records = [json.loads(line) for line in events.read_text().splitlines()]
         flower_rounds = [r["train_seconds"] + r.get("eval_seconds", 0.0) for r in records if r["event"] == "round"]
-        engine_config = {**FACTORY, "num-rounds": rounds, "threads": engine_threads}
-        engine_e2e, out = _timed([sys.executable, "-c", ENGINE_DRIVER, json.dumps(engine_config)], env, work)
-        engine = json.loads(out.strip().splitlines()[-1])
     flower_round, engine_round = _steady(flower_rounds), _steady(engine["round_seconds"])
     return {
         "engine_vs_flower_sim_har": flower_round / engine_round,
