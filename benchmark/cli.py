@@ -18,6 +18,7 @@ from typing import Any
 
 from benchmark.face_cli import add_face_arguments
 from benchmark.regimes import REGIMES, custom_regime, get_regimes
+from fedmtl.cliargs import positive_int
 from fedmtl.config import TrainConfig, load_config
 from fedmtl.errors import ConfigError, FedMTLError
 
@@ -26,16 +27,6 @@ __all__ = ["main", "build_parser"]
 SUITES = ("har", "faces")
 GRID_LRS = (0.01, 0.02, 0.05, 0.1)
 GRID_BATCHES = (32,)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -53,20 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--regimes", default="all", help="comma list of regimes (default: all; see `list`)")
     run.add_argument("--layers", metavar="TYPES",
                      help="add a 'custom' regime: layer types bottom to top, e.g. common,common,task,personal")
-    run.add_argument("--seeds", type=_positive_int, default=3, help="number of seeds (0..N-1), default 3")
-    run.add_argument("--rounds", type=_positive_int, help="override the number of rounds")
+    run.add_argument("--seeds", type=positive_int, default=3, help="number of seeds (0..N-1), default 3")
+    run.add_argument("--rounds", type=positive_int, help="override the number of rounds")
     run.add_argument("--split", choices=("blocked", "random"), default="blocked", help="HAR train/test split")
     run.add_argument("--uci-har", metavar="PATH", help="use an original 'UCI HAR Dataset' folder (561 features)")
     run.add_argument("--config", metavar="TOML",
                      help="training config file (fedmtl.TrainConfig keys); replaces the tuned per-regime defaults")
     run.add_argument("--aggregator", metavar="NAME", help="aggregator for common and task layers (e.g. fedadam)")
-    run.add_argument("--threads", type=_positive_int, help="torch threads per run (default 1: see README)")
-    run.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
+    run.add_argument("--threads", type=positive_int, help="torch threads per run (default 1: see README)")
+    run.add_argument("--jobs", type=positive_int, default=min(2, os.cpu_count() or 1),
                      help="runs in parallel processes (default: min(2, cores))")
     run.add_argument("--grid", action="store_true", help="tune lr (and batch) per regime on a validation split first")
     run.add_argument("--grid-lrs", type=_floats, default=GRID_LRS, help="learning rates for --grid")
     run.add_argument("--grid-batches", type=_floats, default=GRID_BATCHES, help="batch sizes for --grid")
-    run.add_argument("--grid-seeds", type=_positive_int, default=2, help="seeds per grid point (default 2)")
+    run.add_argument("--grid-seeds", type=positive_int, default=2, help="seeds per grid point (default 2)")
     run.add_argument("--quick", action="store_true", help="seconds-long smoke run (3 rounds, 1 seed, 1 epoch)")
     run.add_argument("--out", default="results", help="output directory (default: results)")
     run.add_argument("--checkpoints", metavar="DIR",

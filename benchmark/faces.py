@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.regimes import REGIMES, Regime, _half, _plan_all, _plan_split
+from benchmark.regimes import REGIMES, Regime, _half, _plan_all, _plan_split, get_regimes
 from benchmark.runner import layer_spec
 from fedmtl import Client, DivergedError, Federation, Simulation, TrainConfig, mlp
 from fedmtl.errors import ConfigError, DatasetError
@@ -75,18 +75,7 @@ FACE_REGIMES: dict[str, Regime] = {**PAPER_REGIMES, **{name: REGIMES[name] for n
 
 def get_face_regimes(names: str | Sequence[str] | None) -> list[Regime]:
     """``all`` (or None) is the paper's five; names may add the HAR suite's personalised-FL baselines."""
-    if names is None or names == "all":
-        return list(PAPER_REGIMES.values())
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    if not names:
-        raise ConfigError("no regime given (known: " + ", ".join(FACE_REGIMES) + ")")
-    out = []
-    for name in names:
-        if name not in FACE_REGIMES:
-            raise ConfigError(f"regime {name!r} is unknown to the faces suite (known: {', '.join(FACE_REGIMES)})")
-        out.append(FACE_REGIMES[name])
-    return out
+    return get_regimes(names, FACE_REGIMES, list(PAPER_REGIMES.values()), suite="faces")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ has a round loop of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -119,17 +119,20 @@ def custom_regime(layer_types: str) -> Regime:
     return Regime("custom", f"layer types {', '.join(types)}", partial(_plan_fixed, types))
 
 
-def get_regimes(names: str | list[str] | None) -> list[Regime]:
-    """Resolve a comma list (or ``None``/"all") to regimes, failing on the first unknown name."""
+def get_regimes(names: str | Sequence[str] | None, known: Mapping[str, Regime] = REGIMES,
+                default: Sequence[Regime] | None = None, suite: str = "") -> list[Regime]:
+    """Resolve a comma list (or ``None``/"all": ``default``, else every known regime) against a suite's
+    regimes, failing on the first unknown name."""
     if names is None or names == "all":
-        return list(REGIMES.values())
+        return list(known.values() if default is None else default)
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
-        raise ConfigError("no regime given (known: " + ", ".join(REGIMES) + ")")
+        raise ConfigError("no regime given (known: " + ", ".join(known) + ")")
+    where = f" to the {suite} suite" if suite else ""
     out = []
     for name in names:
-        if name not in REGIMES:
-            raise ConfigError(f"regime {name!r} is unknown (known: {', '.join(REGIMES)})")
-        out.append(REGIMES[name])
+        if name not in known:
+            raise ConfigError(f"regime {name!r} is unknown{where} (known: {', '.join(known)})")
+        out.append(known[name])
     return out

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from fedmtl.cliargs import positive_int
 from fedmtl.errors import FedMTLError
 from generation.networks import describe, load_network
 from generation.sampling import generate, parse_seeds
@@ -20,16 +21,6 @@ from generation.stylegan2 import NOISE_MODES
 from generation.zoo import DEFAULT_NETWORK, ZOO
 
 __all__ = ["build_parser", "main"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
 
 
 def _seeds(text: str) -> list[int]:
@@ -47,14 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"zoo name or path to a network file (default {DEFAULT_NETWORK}; see `zoo`)")
     gen.add_argument("--out", required=True, help="output folder (re-running into it resumes)")
     which = gen.add_mutually_exclusive_group()
-    which.add_argument("-n", "--num", type=_positive_int, default=16,
+    which.add_argument("-n", "--num", type=positive_int, default=16,
                        help="number of samples, seeds FIRST..FIRST+N-1 (default 16)")
     which.add_argument("--seeds", type=_seeds, help="seed list/ranges, e.g. 0-99,200")
     gen.add_argument("--first-seed", type=int, default=0, help="first seed with --num (default 0)")
     gen.add_argument("--psi", type=float, default=1.0, help="truncation psi (StyleGAN2; default 1)")
     gen.add_argument("--noise-mode", choices=NOISE_MODES,
                      help="StyleGAN2 noise inputs (default const; DCGAN has none)")
-    gen.add_argument("--batch-size", type=_positive_int,
+    gen.add_argument("--batch-size", type=positive_int,
                      help="images per forward pass (default: 64 for DCGAN; StyleGAN2 1 on CPU, 16 on CUDA)")
     gen.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     gen.add_argument("--cache-dir", help="network cache (default $FEDMTL_CACHE/networks or ~/.cache/fedmtl/networks)")

