@@ -31,7 +31,7 @@ from fedmtl.errors import ConfigError, FedMTLError
 
 __all__ = ["FLOWER_FACTORY", "check_flower_regimes", "flower_run_config", "run_regime_flower", "run_suite_flower"]
 
-FLOWER_FACTORY = "benchmark.flower_har:federation"
+FLOWER_FACTORY = "har"  # registered in pyproject.toml (entry-point group fedmtl.flower_factories)
 ROOT = Path(__file__).resolve().parents[1]
 
 _DRIVER = """

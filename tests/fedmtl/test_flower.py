@@ -35,7 +35,7 @@ from fedmtl.flower import (
 )
 from fedmtl.schedule import make_schedule
 
-FACTORY = {"fedmtl-factory": "fedmtl.flower:toy_federation", "poll": 0.0, "round-timeout": 5.0,
+FACTORY = {"fedmtl-factory": "toy", "poll": 0.0, "round-timeout": 5.0,
            "wait-timeout": 5.0}
 ROOT = Path(__file__).resolve().parents[2]
 # Shared layers: the two engines run the same float32 operations in the same order (measured: identical to the
