@@ -187,7 +187,7 @@ class Simulation:
     def _fingerprint(self, model: nn.Module) -> str:
         """What a checkpoint must match to be resumed: config (minus run length and threads), model, data."""
         cfg = self.config.to_dict()
-        for key in ("rounds", "threads", "eval_every"):
+        for key in ("rounds", "threads", "eval_every", "device", "memory_budget"):  # = TrainConfig.RUN_ONLY
             cfg.pop(key)
         h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
         h.update(json.dumps(self.spec.describe(), sort_keys=True).encode())
