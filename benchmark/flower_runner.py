@@ -113,7 +113,7 @@ def run_regime_flower(workload: Workload, regime: Regime, seed: int, run_config:
         if proc.returncode != 0 or not result_file.exists():
             tail = " | ".join(line for line in output.splitlines()[-5:] if line.strip())
             raise FedMTLError(f"Flower run {regime.name} seed {seed} failed (exit {proc.returncode}): {tail}")
-        result = torch.load(result_file, weights_only=False)
+        result = torch.load(result_file, weights_only=True)
     history = result["history"]
     if not history:
         raise FedMTLError(f"Flower run {regime.name} seed {seed} evaluated no round")

@@ -131,7 +131,7 @@ class Loopback:
                 break
             time.sleep(0.5)
         assert self.result_file.exists(), self.procs.tail()
-        return torch.load(self.result_file, weights_only=False)
+        return torch.load(self.result_file, weights_only=True)
 
 
 def reference(run_config: dict) -> Simulation:
