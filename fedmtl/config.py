@@ -43,10 +43,15 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 64-bit seeds
 
 
+def _is_int(value: Any) -> bool:
+    """Python and numpy integers; not bools, not integral floats (``rounds = 2.0`` is a typo worth naming)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ConfigError(f"config {name} must be a positive integer, got {value!r}")
-    return value
+    return int(value)
 
 
 def _number(name: str, value: Any, *, lo: float, lo_open: bool, hi: float | None = None) -> float:
@@ -131,20 +136,22 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("rounds", "local_epochs", "batch_size", "eval_every"):
-            _positive_int(name, getattr(self, name))
+            object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
         _number("lr", self.lr, lo=0.0, lo_open=True)
         _number("momentum", self.momentum, lo=0.0, lo_open=False, hi=1.0)
         _number("ditto_lambda", self.ditto_lambda, lo=0.0, lo_open=False)
         k = self.clients_per_task
-        if k != "all" and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ConfigError(f"config clients_per_task must be a positive integer or 'all', got {k!r}")
-        if self.threads is not None:
-            _positive_int("threads", self.threads)
-        if self.memory_budget is not None:
-            _positive_int("memory_budget", self.memory_budget)
+        if not (isinstance(k, str) and k == "all"):
+            if not _is_int(k) or k < 1:
+                raise ConfigError(f"config clients_per_task must be a positive integer or 'all', got {k!r}")
+            object.__setattr__(self, "clients_per_task", int(k))
+        for name in ("threads", "memory_budget"):  # None: the default (all cores; derived from free memory)
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
         seed = self.seed
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _SEED_LIMIT:
+        if not _is_int(seed) or not 0 <= seed < _SEED_LIMIT:
             raise ConfigError(f"config seed must be an integer in [0, 2**64), got {seed!r}")
+        object.__setattr__(self, "seed", int(seed))
         if not isinstance(self.keep_optimizer_state, bool):
             raise ConfigError(f"config keep_optimizer_state must be true or false, got {self.keep_optimizer_state!r}")
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):

@@ -58,7 +58,8 @@ def _resolve(name: str) -> Callable[[Mapping[str, Any]], FlowerSetup]:
     found = [ep for ep in entry_points(group=FACTORY_GROUP) if ep.name == name]
     if not found:
         raise ConfigError(f"run config {FACTORY_KEY}={name!r} is not a registered factory "
-                          f"(registered: {', '.join(factory_names())})")
+                          f"(registered: {', '.join(factory_names())}; a package registers one as an entry point "
+                          f"in {FACTORY_GROUP!r} and is then reinstalled)")
     try:
         return found[0].load()
     except (ImportError, AttributeError) as exc:

@@ -120,3 +120,13 @@ def test_new_fields_have_defaults_and_round_trip(tmp_path):
     loaded = load_config(path)
     assert (loaded.device, loaded.memory_budget) == ("cuda:1", 2_000_000_000)
     assert TrainConfig.from_dict(json.loads(json.dumps(loaded.to_dict()))) == loaded
+
+
+def test_numpy_integers_are_integers_and_stored_as_python_ints():
+    import numpy as np
+
+    cfg = TrainConfig(rounds=np.int64(3), seed=np.int32(7), clients_per_task=np.int64(2), threads=np.int8(1),
+                      memory_budget=np.int64(1 << 20))
+    assert (cfg.rounds, cfg.seed, cfg.clients_per_task, cfg.threads, cfg.memory_budget) == (3, 7, 2, 1, 1 << 20)
+    assert all(type(v) is int for v in (cfg.rounds, cfg.seed, cfg.clients_per_task, cfg.threads, cfg.memory_budget))
+    json.dumps(cfg.to_dict())  # what the Flower run config and the leaderboards carry
