@@ -48,3 +48,9 @@ def test_registered_names_build_setups() -> None:
     assert "toy" in names and "har" in names  # har: the entry point pyproject.toml declares
     setup = load_factory({"fedmtl-factory": "toy", "toy-clients": 3})
     assert isinstance(setup, FlowerSetup) and len(setup.clients()) == 3
+
+
+def test_har_resolves_through_its_entry_point_to_the_real_factory():
+    # the pooled regime is refused by benchmark.flower_har.federation itself, before it builds any data
+    with pytest.raises(ConfigError, match="pools all data"):
+        load_factory({"fedmtl-factory": "har", "regime": "centralized_joint"})
