@@ -10,17 +10,27 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_federation
 
-from fedmtl import CheckpointError, LayerSpec, Simulation, TrainConfig, mlp
+from fedmtl import CheckpointError, Federation, LayerSpec, Simulation, TrainConfig, mlp
 from fedmtl.checkpoint import load_checkpoint
 
 SPEC = LayerSpec.of(common="fc1", task="fc2", personal="fc3")
 CONFIG = TrainConfig(rounds=1, local_epochs=1, batch_size=8, lr=0.05)
 
 
+def _federation() -> Federation:
+    from fedmtl import Client
+
+    g = torch.Generator().manual_seed(0)
+    clients = []
+    for i in range(4):
+        x, xt = torch.randn(20 + 5 * i, 10, generator=g), torch.randn(8, 10, generator=g)
+        clients.append(Client(f"c{i}", f"t{i % 2}", x, x[:, :3].argmax(1), xt, xt[:, :3].argmax(1)))
+    return Federation(clients)
+
+
 def _simulation(directory: Path, config: TrainConfig = CONFIG) -> Simulation:
-    return Simulation(mlp([10, 16, 8, 3], seed=1), SPEC, make_federation(), config, checkpoint_dir=directory)
+    return Simulation(mlp([10, 16, 8, 3], seed=1), SPEC, _federation(), config, checkpoint_dir=directory)
 
 
 @pytest.fixture(scope="module")
