@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmark.face_cli import add_face_arguments
 from benchmark.regimes import REGIMES, custom_regime, get_regimes
-from fedmtl.cliargs import positive_int
+from fedmtl.cliargs import OneLineParser, positive_int
 from fedmtl.config import TrainConfig, load_config
 from fedmtl.errors import ConfigError, FedMTLError
 
@@ -37,7 +37,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a suite and write its leaderboard (default)")
     run.add_argument("--suite", default="har", help=f"suite to run ({', '.join(SUITES)})")

@@ -22,7 +22,7 @@ from typing import Any
 __all__ = ["run"]
 
 ROOT = Path(__file__).resolve().parents[1]
-FACTORY = {"fedmtl-factory": "benchmark.flower_har:federation", "regime": "mtfl", "seed": 0}
+FACTORY = {"fedmtl-factory": "har", "regime": "mtfl", "seed": 0}
 
 FLOWER_DRIVER = """
 import json, sys
