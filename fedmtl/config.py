@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedmtl.devices import DEVICE_PATTERN
 from fedmtl.errors import ConfigError
 from fedmtl.layers import LayerType
 from fedmtl.losses import check_loss
@@ -70,6 +71,8 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     eval_every: int = 1
+    device: str = "cpu"  # auto | cpu | cuda | cuda:N
+    memory_budget: int | None = None  # bytes the engine may use; None: derived from free memory
 
     def __post_init__(self) -> None:
         for name in ("rounds", "local_epochs", "batch_size", "eval_every"):
@@ -87,6 +90,11 @@ class TrainConfig:
             raise ConfigError(f"config clients_per_task must be a positive integer or 'all', got {k!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"config threads must be a positive integer, got {self.threads!r}")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(f"config device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        budget = self.memory_budget
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+            raise ConfigError(f"config memory_budget must be a positive number of bytes or None, got {budget!r}")
         check_loss(self.loss)
         aggs = {}
         for scope, spec in self.aggregators.items():
