@@ -43,9 +43,8 @@ class ClientStates:
         self._memory: dict[int, Params] = {}
         self._versions: dict[int, int] = {}  # on disk: client -> current file version
         self.version = 0  # the version the next write is stamped with (the engine sets the round)
-        if self.directory is not None:
+        if self.directory is not None:  # files a checkpoint does not name go at the first load or commit
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._drop_unreferenced()  # a store is empty until a checkpoint says otherwise
 
     # ------------------------------------------------------------------ queries
     @property
