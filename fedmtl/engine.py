@@ -155,6 +155,7 @@ class Simulation:
         self.server = ServerState(config, Roster.of(federation), self.types, native)
         self.frozen: Params = {n: native[n] for n in self.names[LayerType.PRETRAINED]}
         self.round_index = 0
+        self.last_clients = torch.zeros(0, dtype=torch.int64)  # who trained in the latest round
         self.history: list[dict[str, Any]] = []
         self.timings: list[float] = []
         self._prepare_data()
@@ -408,6 +409,7 @@ class Simulation:
     def step(self) -> None:
         """One round of Algorithm 1 (without evaluation), streamed in chunks of :attr:`chunk_size` clients."""
         clients = self.sample_clients()
+        self.last_clients = clients
         schedules = self.server.draw_schedules(clients, self.offsets[clients])  # all up front: same draws as ever
         self.server.begin_round(clients)
         for store in self._stores():
