@@ -103,11 +103,11 @@ def measure(regime: str, registered: int = 100, per_task: int | str = "all", mem
                          memory_budget=memory_budget)
     spec = LayerSpec(dict(zip(LAYERS, REGIMES[regime], strict=True)))
     if regime == "centralized_separate":
-        feds = [pooled(k) for k in range(TASKS)]
+        feds = (pooled(k) for k in range(TASKS))  # built one at a time: one task's data in memory at once
     elif regime == "centralized_joint":
-        feds = [pooled(None)]
+        feds = iter([pooled(None)])
     else:
-        feds = [federation(registered)]
+        feds = iter([federation(registered)])
     peak_before = matmul_flops(threads)
     seconds = eval_seconds = 0.0
     flops = 0
@@ -127,7 +127,7 @@ def measure(regime: str, registered: int = 100, per_task: int | str = "all", mem
             start = time.perf_counter()
             sim.evaluate(chunk=64)
             eval_seconds += time.perf_counter() - start
-        del sim
+        del sim, fed
     peak = max(peak_before, matmul_flops(threads))
     return {"regime": regime, "registered": registered if regime not in POOLED else 1,
             "sampled_per_task": per_task, "seconds_per_round": seconds, "eval_seconds": eval_seconds,

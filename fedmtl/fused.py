@@ -67,10 +67,12 @@ class FusedMLP:
     name = "fused"
 
     # Steps per deferred block of the input layer. The Gram matrix and the corrections grow with the block, the
-    # savings (W0 read once per block, not once per step, in a wide matmul) saturate: one client of the paper's
-    # head (4096-4096-2048-1024-1, batch 16, 2 threads, 690 steps) ran at k = 1, 4, 8, 16, 32, 64, 690 in
-    # FLUSH_MEASUREMENT ms per step; 690 was the old unbounded deferral (a 0.49 GB Gram matrix).
-    flush_every = 16
+    # savings (W0 read once per block, not once per step, in a wide matmul) saturate. Measured: one client of the
+    # paper's head (4096-4096-2048-1024-1, batch 16, BCE), 64 steps, 1 thread, CPU time per step (the machine
+    # was shared, so process time, two interleaved passes): k=1 66-67 ms, k=4 51.4, k=8 51.2-53.0,
+    # k=16 51.2-52.8, k=32 53.2, k=64 54.0. So 8: the plateau's start, a 128-column Gram matrix (64 KB).
+    # The old unbounded deferral made that matrix 0.49 GB for a pooled client's 690 steps.
+    flush_every = 8
 
     def __init__(self, head: nn.Module) -> None:
         self.layers = _linear_layers(head)
