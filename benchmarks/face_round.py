@@ -108,8 +108,9 @@ def measure(regime: str, registered: int = 100, per_task: int | str = "all", mem
         feds = iter([pooled(None)])
     else:
         feds = iter([federation(registered)])
+    load_before = os.getloadavg()[0]
     peak_before = matmul_flops(threads)
-    seconds = eval_seconds = 0.0
+    seconds = cpu_seconds = eval_seconds = 0.0
     flops = 0
     plans = []
     for fed in feds:
@@ -117,9 +118,10 @@ def measure(regime: str, registered: int = 100, per_task: int | str = "all", mem
         sim = Simulation(mlp(sizes, seed=0), spec, fed, config.replace(clients_per_task="all")
                          if regime in POOLED else config)
         plans.append(sim.plan.describe())
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         sim.step()
         seconds += time.perf_counter() - start
+        cpu_seconds += time.process_time() - cpu_start
         flops += executed_flops(int(sim.n_train[sim.last_clients].sum()), sizes)
         if regime == "local" and sim.personal.trained != sim.last_clients.tolist():
             raise RuntimeError("face round benchmark: personal state of the wrong clients")
@@ -131,6 +133,7 @@ def measure(regime: str, registered: int = 100, per_task: int | str = "all", mem
     peak = max(peak_before, matmul_flops(threads))
     return {"regime": regime, "registered": registered if regime not in POOLED else 1,
             "sampled_per_task": per_task, "seconds_per_round": seconds, "eval_seconds": eval_seconds,
+            "cpu_seconds_per_round": cpu_seconds, "load_average": [load_before, os.getloadavg()[0]],
             "executed_flops": flops, "gflops": flops / seconds / 1e9, "matmul_gflops": peak / 1e9,
             "peak_fraction": flops / seconds / peak, "peak_rss_bytes": _peak_rss(), "threads": threads,
             "device": device, "memory_budget": memory_budget, "plans": plans}
@@ -148,8 +151,8 @@ def run(threads: int = 2, memory_budget: int = 4 << 30) -> dict[str, Any]:
             "round": "Simulation.step(): sampling, schedules, assembly, training, aggregation; evaluation not in",
             "flops_convention": "executed model FLOPs on real samples: 6 x MACs, minus the first layer's input "
                                 "gradient (never computed); padding and deferral corrections not counted",
-            **{k: result[k] for k in ("seconds_per_round", "gflops", "matmul_gflops", "peak_rss_bytes",
-                                      "memory_budget", "plans")},
+            **{k: result[k] for k in ("seconds_per_round", "cpu_seconds_per_round", "gflops", "matmul_gflops",
+                                      "peak_rss_bytes", "memory_budget", "load_average", "plans")},
         },
     }
 
@@ -199,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{regime:>21} registered {row['registered']:>5}: {row['seconds_per_round']:8.1f} s/round, "
                   f"eval {row['eval_seconds']:6.1f} s, peak RSS {row['peak_rss_bytes'] / 2**30:5.2f} GiB, "
                   f"{row['gflops']:6.1f} GFLOP/s = {row['peak_fraction']:.2f} of matmul "
-                  f"({row['matmul_gflops']:.1f})", flush=True)
+                  f"({row['matmul_gflops']:.1f}); cpu {row['cpu_seconds_per_round']:.1f} s, load "
+                  f"{row['load_average'][0]:.1f}", flush=True)
     atomic_write(args.out, (json.dumps(rows, indent=2) + "\n").encode())
     print(f"wrote {args.out}")
     return 0
