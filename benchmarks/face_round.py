@@ -95,15 +95,17 @@ def _peak_rss() -> int:
 
 
 def measure(regime: str, registered: int = 100, per_task: int | str = "all", memory_budget: int | None = 4 << 30,
-            threads: int = 2, device: str = "cpu", evaluate: bool = True) -> dict[str, Any]:
-    """One round of ``regime`` (for ``centralized_separate``: one round of each task's pooled model)."""
+            threads: int = 2, device: str = "cpu", evaluate: bool = True, separate_tasks: int = TASKS
+            ) -> dict[str, Any]:
+    """One round of ``regime`` (for ``centralized_separate``: one round of each of the first ``separate_tasks``
+    tasks' pooled models, one after another)."""
     torch.set_num_threads(threads)
     config = TrainConfig(rounds=1, local_epochs=1, batch_size=16, lr=0.01, momentum=0.0, loss="bce",
                          backend="fused", clients_per_task=per_task, threads=threads, device=device,
                          memory_budget=memory_budget)
     spec = LayerSpec(dict(zip(LAYERS, REGIMES[regime], strict=True)))
     if regime == "centralized_separate":
-        feds = (pooled(k) for k in range(TASKS))  # built one at a time: one task's data in memory at once
+        feds = (pooled(k) for k in range(separate_tasks))  # one at a time: one task's data in memory at once
     elif regime == "centralized_joint":
         feds = iter([pooled(None)])
     else:
@@ -132,7 +134,8 @@ def measure(regime: str, registered: int = 100, per_task: int | str = "all", mem
         del sim, fed
     peak = max(peak_before, matmul_flops(threads))
     return {"regime": regime, "registered": registered if regime not in POOLED else 1,
-            "sampled_per_task": per_task, "seconds_per_round": seconds, "eval_seconds": eval_seconds,
+            "sampled_per_task": per_task, "models": separate_tasks if regime == "centralized_separate" else 1,
+            "seconds_per_round": seconds, "eval_seconds": eval_seconds,
             "cpu_seconds_per_round": cpu_seconds, "load_average": [load_before, os.getloadavg()[0]],
             "executed_flops": flops, "gflops": flops / seconds / 1e9, "matmul_gflops": peak / 1e9,
             "peak_fraction": flops / seconds / peak, "peak_rss_bytes": _peak_rss(), "threads": threads,
@@ -182,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-budget-gib", type=float, default=4.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--separate-tasks", type=int, default=TASKS,
+                        help="centralized_separate: how many of the 5 per-task pooled models to train (each as "
+                             "long as centralized_joint's one)")
     parser.add_argument("--out", default="results/face_round.json")
     args = parser.parse_args(argv)
     regimes = [r.strip() for r in args.regimes.split(",") if r.strip()]
@@ -197,9 +203,10 @@ def main(argv: list[str] | None = None) -> int:
             per_task = "all" if reg <= 100 else 20
             row = _isolated({"regime": regime, "registered": reg, "per_task": per_task,
                              "memory_budget": int(args.memory_budget_gib * 2**30), "threads": args.threads,
-                             "device": args.device})
+                             "device": args.device, "separate_tasks": args.separate_tasks})
             rows.append(row)
-            print(f"{regime:>21} registered {row['registered']:>5}: {row['seconds_per_round']:8.1f} s/round, "
+            print(f"{regime:>21} x{row['models']} registered {row['registered']:>5}: "
+                  f"{row['seconds_per_round']:8.1f} s/round, "
                   f"eval {row['eval_seconds']:6.1f} s, peak RSS {row['peak_rss_bytes'] / 2**30:5.2f} GiB, "
                   f"{row['gflops']:6.1f} GFLOP/s = {row['peak_fraction']:.2f} of matmul "
                   f"({row['matmul_gflops']:.1f}); cpu {row['cpu_seconds_per_round']:.1f} s, load "
