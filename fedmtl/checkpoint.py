@@ -56,13 +56,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
-def resume_checkpoint(path: str | os.PathLike[str], load_state: Callable[[dict[str, Any]], None]) -> None:
+def resume_checkpoint(path: str | os.PathLike[str], load_state: Callable[[dict[str, Any]], None],
+                      state: dict[str, Any] | None = None) -> None:
     """Load ``path`` and hand it to ``load_state`` (e.g. ``Simulation.load_state_dict``).
 
     Whatever goes wrong, a wrong format version, a missing entry, a value of the wrong type or shape, is one
     CheckpointError line naming the file, instead of a KeyError or a torch traceback halfway through resuming.
     """
-    state = load_checkpoint(path)
+    if state is None:  # ``state``: already read with load_checkpoint (a caller that needed a look first)
+        state = load_checkpoint(path)
     try:
         load_state(state)
     except CheckpointError as exc:

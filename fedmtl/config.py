@@ -23,7 +23,6 @@ import dataclasses
 import math
 import numbers
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from fedmtl.devices import DEVICE_PATTERN, resolve_device
 from fedmtl.errors import ConfigError, LayerSpecError
 from fedmtl.layers import LayerType
 from fedmtl.losses import check_loss
@@ -39,7 +39,6 @@ from fedmtl.losses import check_loss
 __all__ = ["Phase", "TrainConfig", "load_config"]
 
 
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 64-bit seeds
 
 
@@ -154,7 +153,7 @@ class TrainConfig:
         object.__setattr__(self, "seed", int(seed))
         if not isinstance(self.keep_optimizer_state, bool):
             raise ConfigError(f"config keep_optimizer_state must be true or false, got {self.keep_optimizer_state!r}")
-        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
             raise ConfigError(f"config device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if not isinstance(self.loss, str):
             raise ConfigError(f"config loss must be a loss name, got {self.loss!r}")
@@ -209,18 +208,9 @@ class TrainConfig:
         return make_aggregator(self.aggregators[scope]["name"], **options)
 
     def resolved_device(self) -> torch.device:
-        """The device to run on: ``auto`` is the first CUDA device when one is usable, else the CPU. Asking for
-        a CUDA device this machine lacks is a one-line ConfigError rather than a CUDA traceback mid-run."""
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        device = torch.device(self.device)
-        if device.type == "cuda":
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if count == 0:
-                raise ConfigError(f"config device {self.device!r}: no CUDA device is available here")
-            if device.index is not None and device.index >= count:
-                raise ConfigError(f"config device {self.device!r}: this machine has {count} CUDA device(s)")
-        return device
+        """The device to run on (``auto``: the first CUDA device when one is usable, else the CPU); a CUDA device
+        this machine lacks is a one-line ConfigError rather than a CUDA traceback mid-run."""
+        return resolve_device(self.device)
 
     def local_phases(self) -> tuple[Phase, ...]:
         return self.phases or (Phase(self.local_epochs, ("common", "task", "personal")),)

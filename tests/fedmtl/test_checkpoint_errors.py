@@ -73,8 +73,9 @@ CASES = {
     "code-pickle": lambda good, tmp: _saved(_Evil(tmp / "pwned")),
     "a-list": lambda good, tmp: _saved([1, 2, 3]),
     "a-model-state-dict": lambda good, tmp: _saved(mlp([10, 16, 8, 3], seed=1).state_dict()),
-    "format-2": lambda good, tmp: _edited(good, format=2),
-    "format-text": lambda good, tmp: _edited(good, format="1"),
+    "format-1": lambda good, tmp: _edited(good, format=1),  # before streaming rounds
+    "format-99": lambda good, tmp: _edited(good, format=99),
+    "format-text": lambda good, tmp: _edited(good, format="2"),
     "no-format": lambda good, tmp: _edited(good, format=None),
     "no-personal": lambda good, tmp: _edited(good, personal=None),
     "no-history": lambda good, tmp: _edited(good, history=None),
