@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
     """Bad flags are one ``error:`` line and exit status 2, as every other bad input."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see: python -m benchmark --help)\n")
+        raise ConfigError(f"{message} (see: python -m benchmark --help)")
 
 
 def _floats(text: str) -> tuple[float, ...]:
