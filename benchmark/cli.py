@@ -155,6 +155,7 @@ def _run(args: argparse.Namespace) -> int:
     from fedmtl.files import atomic_write
 
     suite = get_suite(args.suite)
+    args.memo = {}  # lives for this invocation: what a suite's validation workload may reuse
     regimes = get_regimes(args.regimes, suite.regimes, [suite.regimes[n] for n in suite.default_regimes],
                           suite=suite.name)
     if args.layers:

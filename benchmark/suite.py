@@ -97,7 +97,8 @@ class Suite(Protocol):
     def workload(self, args: argparse.Namespace, train: TrainConfig, regimes: Sequence[Regime], *,
                  validation: bool = False, progress: bool = True) -> Workload:
         """Validate the suite's flags and the regimes against its model, then build its data (``validation``:
-        the test split replaced by a held-out part of the training data, for grids)."""
+        the test split replaced by a held-out part of the training data, for grids). ``args.memo`` is a dict that
+        lives for one invocation: what the validation workload may reuse of the first (loaded data)."""
 
     def grid_points(self, regime: Regime, args: argparse.Namespace, lrs: Sequence[float],
                     validation: Workload) -> list[dict[str, Any]]:

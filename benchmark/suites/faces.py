@@ -77,9 +77,6 @@ class FaceSuite(SuiteBase):
     default_jobs = 1  # one run already uses every core, and 100 clients' heads take gigabytes
     grid_lrs = FACE_GRID_LRS
 
-    def __init__(self) -> None:
-        self._loaded: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
-
     def add_arguments(self, group: argparse._ArgumentGroup) -> None:
         group.add_argument("--dataset", metavar="PATH_OR_HUB_ID",
                            help="a `labeling export` folder (or Parquet shards, or a Hub dataset id); default: "
@@ -121,8 +118,9 @@ class FaceSuite(SuiteBase):
 
         extractor = ExtractorConfig(model=args.model or DEFAULT_MODEL, detector=args.detector or DEFAULT_DETECTOR,
                                     enforce_detection=args.enforce_detection)
+        loaded = args.memo.setdefault("faces", {})
         key = (args.dataset, args.size, args.cache_dir, extractor)
-        if key not in self._loaded:
+        if key not in loaded:
             source = args.dataset
             if not source:
                 try:
@@ -137,8 +135,8 @@ class FaceSuite(SuiteBase):
             dataset = load_faces(source)
             features = load_or_extract(dataset, extractor, cache_dir=args.cache_dir, progress=progress,
                                        device=device)
-            self._loaded[key] = (dataset, features, extractor)
-        return self._loaded[key]
+            loaded[key] = (dataset, features, extractor)
+        return loaded[key]
 
     def workload(self, args: argparse.Namespace, train: TrainConfig, regimes: Sequence[Regime], *,
                  validation: bool = False, progress: bool = True) -> Workload:
