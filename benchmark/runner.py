@@ -170,9 +170,15 @@ def _save_scores(path: Path, state: dict[str, Any]) -> None:
 Reporter = Callable[[int, dict[str, float] | None], None]
 
 
+def _evaluated_rounds(rounds: int, every: int) -> list[int]:
+    """The rounds after which a run is scored: every ``every``-th, and the last."""
+    return sorted({*range(every, rounds + 1, every), rounds})
+
+
 def run_task(workload: Workload, task: Task, *, checkpoints: str | os.PathLike[str] | None = None,
              report: Reporter | None = None) -> RunResult:
-    """Train one run round by round; ``report(round, score or None)`` after each round.
+    """Train one run round by round; ``report(round, score or None)`` for each round (a score where the round
+    is evaluated: every ``eval_every`` rounds and the last).
 
     With ``checkpoints``, each part checkpoints under ``<checkpoints>/<task.key>[/<part>]`` and the scores so
     far go to ``scores.json`` beside them after every round (checkpoint first, then scores: a kill in between
@@ -195,26 +201,25 @@ def run_task(workload: Workload, task: Task, *, checkpoints: str | os.PathLike[s
                          time.perf_counter() - start, row, diverged=state["diverged"])
     rounds: list[int] = []
     scores: list[dict[str, float]] = []
-    r = 0
     try:
-        for r in range(1, config.rounds + 1):
-            for sim in sims.values():
+        for r in _evaluated_rounds(config.rounds, config.eval_every):
+            for sim in sims.values():  # up to the next evaluated round (the engine evaluates only there)
                 sim.run(r, progress=False)
-            score = None
-            if r % config.eval_every == 0 or r == config.rounds:
-                score = saved.get(r)
-                if score is None:
-                    if any(sim.round_index > r for sim in sims.values()):
-                        raise CheckpointError(f"{run_dir}: the checkpoint is past round {r}, whose score was not "
-                                              "kept; use a fresh --checkpoints directory")
-                    score = plan.score(sims)
-                    if score_path is not None:
-                        state["scores"][str(r)] = score
-                        _save_scores(score_path, state)
-                rounds.append(r)
-                scores.append(score)
+            score = saved.get(r)
+            if score is None:
+                if any(sim.round_index > r for sim in sims.values()):
+                    raise CheckpointError(f"{run_dir}: the checkpoint is past round {r}, whose score was not "
+                                          "kept; use a fresh --checkpoints directory")
+                score = plan.score(sims)
+                if score_path is not None:
+                    state["scores"][str(r)] = score
+                    _save_scores(score_path, state)
             if report is not None:
+                for done in range(rounds[-1] + 1 if rounds else 1, r):
+                    report(done, None)
                 report(r, score)
+            rounds.append(r)
+            scores.append(score)
     except DivergedError as exc:
         message = str(exc)
         if score_path is not None:

@@ -154,6 +154,12 @@ def test_progress_is_reported_every_round_with_regime_seed_and_accuracy(capsys):
     run = run_task(_toy_workload(), Task(REGIMES["mtfl"], 0), report=lambda r, score: seen.append((r, score)))
     assert [r for r, _ in seen] == [1, 2, 3]
     assert [s["accuracy"] for _, s in seen] == run.curve("accuracy")
+    seen.clear()  # evaluated every 2 rounds and at the last: scored there, every round still reported
+    sparse = Workload("toy", HarData(_toy_clients(), (6, 8, 2)),
+                      TrainConfig(rounds=5, eval_every=2, local_epochs=1, batch_size=8, lr=0.1, threads=1))
+    run = run_task(sparse, Task(REGIMES["mtfl"], 0), report=lambda r, score: seen.append((r, score)))
+    assert run.rounds == [2, 4, 5] and [r for r, _ in seen] == [1, 2, 3, 4, 5]
+    assert [s is None for _, s in seen] == [True, False, True, False, False]
     tasks = [Task(REGIMES["mtfl"], 0), Task(REGIMES["separate"], 1)]
     one = execute(_toy_workload(), tasks, jobs=1, progress=True)
     two = execute(_toy_workload(), tasks, jobs=2, progress=True)  # worker processes report through a queue
