@@ -9,6 +9,7 @@ writes nothing (with ``--checkpoints``, a rerun resumes where the killed one sto
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -173,10 +174,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: --jobs {requested} lowered to {jobs}: one run needs about "
               f"{workload.data.run_bytes() / 2**30:.1f} GiB", file=sys.stderr)
     if args.threads is None and jobs > 1 and (workload.base.threads or 1) > 1:  # side by side: share the cores
-        workload = _replace(workload, base=workload.base.replace(threads=max(1, workload.base.threads // jobs)))
+        threads = max(1, (workload.base.threads or 1) // jobs)
+        workload = dataclasses.replace(workload, base=workload.base.replace(threads=threads))
     if budget is not None:  # each run gets its share of the budget
         share = budget // jobs
-        workload = _replace(workload, base=workload.base.replace(memory_budget=share))
+        workload = dataclasses.replace(workload, base=workload.base.replace(memory_budget=share))
     tuning: dict[str, Any] = {}
     if args.grid:
         validation = suite.workload(args, workload.base, regimes, validation=True, progress=progress)
@@ -188,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
         overrides = {**workload.overrides}
         for name, entry in tuning.items():
             overrides[name] = {**overrides.get(name, {}), **entry["best"]}
-        workload = _replace(workload, overrides=overrides)
+        workload = dataclasses.replace(workload, overrides=overrides)
     summaries = suite.train(args, workload, regimes, seeds, jobs=jobs, progress=progress)
     meta = {**workload.data.meta(), "wall_s": round(time.perf_counter() - start, 1)}
     text, files = suite.leaderboard(summaries, meta)
@@ -203,12 +205,6 @@ def _run(args: argparse.Namespace) -> int:
     print("wrote " + ", ".join(str(out / name) for name in files if name.startswith("leaderboard")
                                or name == "curves.png"))
     return 0
-
-
-def _replace(workload: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(workload, **changes)
 
 
 def _list() -> int:
