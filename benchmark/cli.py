@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
     """Bad flags are one ``error:`` line and exit status 2, as every other bad input."""
 
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"{message} (see: python -m benchmark --help)")
+        raise ConfigError(f"{' '.join(message.split())} (see python -m benchmark run --help)")
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -142,14 +142,6 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
     return base.replace(**changes)
 
 
-def _check_device(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device is available to torch (use --device auto or cpu)")
-
-
 def _run(args: argparse.Namespace) -> int:
     from benchmark.runner import jobs_within
     from benchmark.tuning import grid_search
@@ -161,10 +153,10 @@ def _run(args: argparse.Namespace) -> int:
                           suite=suite.name)
     if args.layers:
         regimes.append(custom_regime(args.layers))
-    _check_device(args.device)
     requested = args.jobs or suite.default_jobs
     budget = args.memory_budget
     train = _train_config(args, suite.default_train)
+    train.resolved_device()  # --device cuda without a CUDA device: one error line now, not after data loading
     seeds = list(range(1 if args.quick else args.seeds))
     progress = not args.no_progress
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The HAR suite as a Flower federation factory: ``fedmtl-factory = "benchmark.flower_har:federation"``.
+"""The HAR suite as a Flower federation factory, registered as ``har``: ``fedmtl-factory = "har"``.
 
 Every node builds the same 30 subject clients (from the local feature cache) and keeps its own; the server
 only takes the model, layer spec and config. Run-config keys: ``regime`` (default ``mtfl``; the pooled

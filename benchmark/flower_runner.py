@@ -32,7 +32,7 @@ from fedmtl.errors import ConfigError, FedMTLError
 
 __all__ = ["FLOWER_FACTORY", "check_flower_regimes", "flower_run_config", "run_regime_flower", "run_suite_flower"]
 
-FLOWER_FACTORY = "benchmark.flower_har:federation"
+FLOWER_FACTORY = "har"  # registered in pyproject.toml (entry-point group fedmtl.flower_factories)
 ROOT = Path(__file__).resolve().parents[1]
 
 _DRIVER = """
@@ -114,7 +114,7 @@ def run_regime_flower(workload: Workload, regime: Regime, seed: int, run_config:
         if proc.returncode != 0 or not result_file.exists():
             tail = " | ".join(line for line in output.splitlines()[-5:] if line.strip())
             raise FedMTLError(f"Flower run {regime.name} seed {seed} failed (exit {proc.returncode}): {tail}")
-        result = torch.load(result_file, weights_only=False)
+        result = torch.load(result_file, weights_only=True)
     history = result["history"]
     if not history:
         raise FedMTLError(f"Flower run {regime.name} seed {seed} evaluated no round")

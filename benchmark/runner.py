@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from benchmark.regimes import Regime
 from benchmark.suite import Workload
-from fedmtl import Client, DivergedError, LayerSpec
+from fedmtl import Client, DivergedError, LayerSpec, TrainConfig
 from fedmtl.errors import CheckpointError
 from fedmtl.files import atomic_write
 
@@ -39,8 +39,6 @@ __all__ = [
 ]
 
 SCORES_NAME = "scores.json"
-# Settings that change how a run is computed, not what it computes: a checkpoint stays valid across them.
-_NOT_RESULTS = ("rounds", "threads", "eval_every", "device", "memory_budget")
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,7 @@ def layer_spec(regime: Regime, n_layers: int) -> LayerSpec:
 
 # ---------------------------------------------------------------------------------------------- one run
 def _config_key(config: Mapping[str, Any]) -> str:
-    kept = {k: v for k, v in config.items() if k not in _NOT_RESULTS}
+    kept = {k: v for k, v in config.items() if k not in TrainConfig.RUN_ONLY}  # how, not what, a run computes
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

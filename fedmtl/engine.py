@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fedmtl.backends import make_backend
-from fedmtl.checkpoint import load_checkpoint, save_checkpoint
+from fedmtl.checkpoint import resume_checkpoint, save_checkpoint
 from fedmtl.config import TrainConfig
 from fedmtl.errors import CheckpointError, ConfigError, DivergedError
 from fedmtl.federation import Federation
@@ -119,7 +119,7 @@ class Simulation:
         self.fingerprint = self._fingerprint(model)
         self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
         if self.checkpoint_path is not None and self.checkpoint_path.exists():
-            self.load_state_dict(load_checkpoint(self.checkpoint_path))
+            resume_checkpoint(self.checkpoint_path, self.load_state_dict)
 
     # ------------------------------------------------------------------ server state, by its old names
     @property
@@ -187,7 +187,7 @@ class Simulation:
     def _fingerprint(self, model: nn.Module) -> str:
         """What a checkpoint must match to be resumed: config (minus run length and threads), model, data."""
         cfg = self.config.to_dict()
-        for key in ("rounds", "threads", "eval_every"):
+        for key in ("rounds", "threads", "eval_every", "device", "memory_budget"):  # = TrainConfig.RUN_ONLY
             cfg.pop(key)
         h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
         h.update(json.dumps(self.spec.describe(), sort_keys=True).encode())

@@ -78,6 +78,9 @@ def from_dataset_dict(dd: object, source: str) -> FaceDataset:
     for column in ("image", "sample_id"):
         if column not in features:
             raise DatasetError(f"dataset {source}: column {column!r} is missing")
+    if not isinstance(features["image"], datasets.Image):
+        raise DatasetError(f"dataset {source}: column 'image' holds {type(features['image']).__name__} values, "
+                           "not images (an export's image column is a datasets.Image feature)")
     tasks: list[str] = []
     names: dict[str, tuple[str, str]] = {}
     for column, feature in features.items():
@@ -150,12 +153,13 @@ def load_faces(path_or_id: str | os.PathLike[str]) -> FaceDataset:
             dd = datasets.load_dataset(source)
         else:
             raise DatasetError(f"dataset {source}: no such folder (and not a Hub id like owner/name)")
+        # inside the try: Arrow reads lazily, so a damaged or foreign file may only fail when columns are read
+        dataset = from_dataset_dict(dd, source)
     except DatasetError:
         raise
     except Exception as exc:  # datasets raises many types (FileNotFoundError, ConnectionError, ArrowInvalid...)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise DatasetError(f"dataset {source}: cannot load it ({type(exc).__name__}: {first})") from None
-    dataset = from_dataset_dict(dd, source)
     if path.is_dir():
         dataset = dataclasses.replace(dataset, notes=card_notes(path / "README.md"))
     return dataset

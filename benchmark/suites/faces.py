@@ -63,12 +63,6 @@ def _active(values: Sequence[str], group_size: int) -> list[int | str]:
     return out or ["all"]
 
 
-def _extraction_device(device: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
 class FaceSuite(SuiteBase):
     name = "faces"
     summary = "five face attributes, 100 clients in five task groups (paper Table III)"
@@ -147,7 +141,7 @@ class FaceSuite(SuiteBase):
         # as for HAR, a config file states the training settings itself: the per-regime defaults step aside
         config = FaceSuiteConfig(clients=args.clients, tasks=args.tasks, hidden=hidden, train=train,
                                  overrides={} if args.config else dict(DEFAULT_OVERRIDES))
-        dataset, features, extractor = self._load(args, _extraction_device(train.device), progress)
+        dataset, features, extractor = self._load(args, train.resolved_device().type, progress)
         info = {"data": dataset.source, "images": {s: len(v.sample_ids) for s, v in dataset.splits.items()},
                 "model": extractor.model, "detector": extractor.detector, "features_cached": features.cached}
         if dataset.notes:
