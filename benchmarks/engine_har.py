@@ -24,17 +24,17 @@ def _round_seconds(workload: Any, backend: str, threads: int, repeats: int) -> f
     torch.set_num_threads(threads)
     regime = REGIMES["mtfl"]
     config = workload.base.replace(backend=backend, threads=threads, seed=0)
-    sim = Simulation(mlp(workload.sizes, seed=0), layer_spec(regime, len(workload.sizes) - 1),
-                     Federation(workload.clients), config)
+    sim = Simulation(mlp(workload.data.sizes, seed=0), layer_spec(regime, len(workload.data.sizes) - 1),
+                     Federation(workload.data.clients), config)
     return seconds_per_call(sim.step, warmup=1, repeats=repeats)
 
 
 def run(repeats: int = 5, thread_options: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     workload = har_workload(HarSuiteConfig(), progress=False)
     cfg = workload.base
-    samples = sum(c.num_train for c in workload.clients)
-    flops = executed_mlp_flops(workload.sizes, samples * cfg.local_epochs)
-    nominal = 6 * sum(a * b for a, b in zip(workload.sizes[:-1], workload.sizes[1:], strict=True)) \
+    samples = sum(c.num_train for c in workload.data.clients)
+    flops = executed_mlp_flops(workload.data.sizes, samples * cfg.local_epochs)
+    nominal = 6 * sum(a * b for a, b in zip(workload.data.sizes[:-1], workload.data.sizes[1:], strict=True)) \
         * samples * cfg.local_epochs
     times = {(b, t): _round_seconds(workload, b, t, repeats) for b in ("stacked", "loop") for t in thread_options}
     best_loop = min(thread_options, key=lambda t: times[("loop", t)])
@@ -45,8 +45,9 @@ def run(repeats: int = 5, thread_options: tuple[int, ...] = (1, 2)) -> dict[str,
         "engine_vs_loop_har": loop_s / engine_s,
         "engine_har_peak_fraction": flops / engine_s / peak,
         "engine_har_detail": {
-            "workload": f"HAR mtfl, {len(workload.clients)} clients, {samples} train windows, model "
-                        f"{list(workload.sizes)}, {cfg.local_epochs} local epochs, batch {cfg.batch_size}, plain SGD",
+            "workload": f"HAR mtfl, {len(workload.data.clients)} clients, {samples} train windows, model "
+                        f"{list(workload.data.sizes)}, {cfg.local_epochs} local epochs, batch {cfg.batch_size}, "
+                        "plain SGD",
             "flops_per_round": flops,
             "flops_convention": "executed: forward, weight gradients and the input gradients of every layer but "
                                 "the first (never computed), 2 FLOPs per multiply-add, samples x epochs",
