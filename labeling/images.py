@@ -8,6 +8,10 @@ name and the reason, and the rest are served.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ from tqdm import tqdm
 from labeling.errors import LabelingError
 from labeling.store import validate_item_id
 
-__all__ = ["Catalog", "Item", "load_catalog", "IMAGE_SUFFIXES"]
+__all__ = ["Catalog", "ImageStage", "Item", "load_catalog", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MANIFEST = "manifest.jsonl"
@@ -54,11 +58,49 @@ class Catalog:
             raise LabelingError(f"unknown item id {item_id!r}")
         return item.path
 
+    def served_path(self, item_id: str) -> Path:
+        """The file of a known item, checked again now: still a regular image file inside the folder (a file
+        swapped for a link out of the folder after start-up is refused, not followed)."""
+        path = self.path(item_id)
+        real = path.resolve()
+        if not (real.is_relative_to(self.root) and real.is_file() and real.suffix.lower() in IMAGE_SUFFIXES):
+            raise LabelingError(f"item {item_id!r}: {path.name} is no longer an image file in {self.root}")
+        return real
+
     def licences(self) -> list[str]:
         return sorted({str(item.meta["licence"]) for item in self.items.values() if item.meta.get("licence")})
 
     def networks(self) -> list[str]:
         return sorted({item.network for item in self.items.values() if item.network})
+
+
+class ImageStage:
+    """Copies of catalog images in a folder of their own, for a UI framework that serves files from a folder.
+
+    Handing Gradio the image folder itself (``allowed_paths``) would let anyone download every file in it (the
+    label database, a users file); handing it a folder that only ever holds catalog images does not.
+    """
+
+    def __init__(self, catalog: Catalog, parent: str | Path | None = None) -> None:
+        self.catalog = catalog
+        if parent is not None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="labeling-images-", dir=parent))
+
+    def path(self, item_id: str) -> str:
+        source = self.catalog.served_path(item_id)
+        staged = self.folder / f"{item_id}{source.suffix.lower()}"
+        if not staged.exists():
+            tmp = staged.with_name(f".{staged.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            try:
+                os.link(source, tmp)
+            except OSError:  # another file system, or links not allowed: copy
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, staged)
+        return str(staged)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _check_image(path: Path) -> str | None:
