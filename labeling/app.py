@@ -38,7 +38,7 @@ from labeling.suggest import (
 )
 from labeling.users import Users
 
-__all__ = ["LabelingApp", "Server", "build_api", "build_ui", "start_server"]
+__all__ = ["LabelingApp", "Server", "build_api", "build_ui", "serve_forever", "start_server", "stop_on_signals"]
 
 GRID_PAGE = 40
 RETRAIN_EVERY = 10
@@ -547,12 +547,33 @@ def start_server(app: LabelingApp, host: str = "127.0.0.1", port: int = 7860, *,
         time.sleep(0.02)
     bound = guard.port = server.servers[0].sockets[0].getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    return Server(f"{'https' if ssl_certfile else 'http'}://{shown}:{bound}", server, thread)
+    scheme = "https" if ssl_certfile else "http"
+    running = Server(f"{scheme}://{shown}:{bound}", server, thread)
+    _check_answers(running, scheme, host, bound)
+    return running
 
 
-def _stop_on_signals() -> None:
+def _check_answers(server: Server, scheme: str, host: str, port: int) -> None:
+    """Ready means answering, not only listening: one request through the whole stack (guard, routes) before
+    anyone is told the address. A failure is a start-up error, never retried."""
+    import httpx
+
+    probe = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"{scheme}://{f'[{probe}]' if ':' in probe else probe}:{port}/labeling/api/health"
+    try:
+        reply = httpx.get(url, timeout=60, verify=False, trust_env=False)  # our own certificate, on this machine
+        reply.raise_for_status()
+    except httpx.HTTPError as exc:
+        server.stop()
+        raise LabelingError(f"the server on {host}:{port} did not answer its first request ({exc})") from None
+
+
+def stop_on_signals() -> None:
     """Make Ctrl-C and SIGTERM stop the server even when the parent process left SIGINT ignored or blocked (a
-    job started with ``&`` from a script, or a test runner): both would otherwise leave it running forever."""
+    job started with ``&`` from a script, or a test runner): both would otherwise leave it running forever.
+
+    Call it before ``start_server``: installed after the readiness line (as it once was), a Ctrl-C sent in
+    between was ignored, and the threads the server starts inherited the signal mask of the moment."""
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -566,7 +587,7 @@ def _stop_on_signals() -> None:
 
 def serve_forever(server: Server, app: LabelingApp | None = None) -> None:
     """Block until Ctrl-C or SIGTERM (or the thread ends), then stop the server and the app's background work."""
-    _stop_on_signals()
+    stop_on_signals()
     try:
         while server.thread.is_alive():
             server.thread.join(0.5)

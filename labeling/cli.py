@@ -108,7 +108,7 @@ def _check_tls(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from labeling.app import LabelingApp, serve_forever, start_server
+    from labeling.app import LabelingApp, serve_forever, start_server, stop_on_signals
     from labeling.images import load_catalog
     from labeling.security import is_loopback
     from labeling.store import LabelStore
@@ -130,7 +130,13 @@ def _serve(args: argparse.Namespace) -> int:
                       suggestions=not args.no_suggestions, progress=not args.no_progress)
     for notice in app.notices:
         print(notice, file=sys.stderr)
-    server = start_server(app, args.host, args.port, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    stop_on_signals()
+    try:
+        server = start_server(app, args.host, args.port, ssl_certfile=args.ssl_certfile,
+                              ssl_keyfile=args.ssl_keyfile)
+    except KeyboardInterrupt:  # Ctrl-C during start-up
+        app.close()
+        return 130
     print(f"labeling {len(app.ids)} images at {server.url} (Ctrl-C to stop)", flush=True)
     serve_forever(server, app)
     return 0
