@@ -164,3 +164,17 @@ def test_tls_options_are_checked(tmp_path: Path, faces: Path, capsys, certificat
         Users({})
     add_user(tmp_path / "u.txt", "alice", "pw")
     assert load_users(tmp_path / "u.txt").names() == ["alice"]
+
+
+def test_ui_login_form_is_throttled(tmp_path: Path, faces: Path, server_factory) -> None:
+    app = LabelingApp(LabelStore(tmp_path / "db.sqlite"), load_catalog(faces, progress=False),
+                      users=Users.from_passwords({"zoe": "pw-1"}), suggestions=False, progress=False)
+    server = server_factory(app)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.post("/login", data={"username": "zoe", "password": "pw-1"}).status_code == 200
+        for _ in range(app.throttle.limit):
+            assert http.post("/login", data={"username": "zoe", "password": "nope"}).status_code >= 400
+        assert http.post("/login", data={"username": "zoe", "password": "pw-1"}).status_code == 429
+        foreign = http.post("/login", data={"username": "zoe", "password": "pw-1"},
+                            headers={"Origin": "http://127.0.0.1:1"})
+        assert foreign.status_code == 403  # a login form on another site cannot log the browser in
