@@ -19,10 +19,9 @@ __all__ = ["run"]
 
 
 def run(saves: int = 200, images: int = 250) -> dict[str, Any]:
-    import httpx
-
     from labeling import LabelStore, load_catalog
     from labeling.app import LabelingApp, start_server
+    from labeling.client import api_session
     from labeling.fixtures import make_faces
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -33,7 +32,7 @@ def run(saves: int = 200, images: int = 250) -> dict[str, Any]:
         server = start_server(app, "127.0.0.1", 0)
         try:
             times = []
-            with httpx.Client(base_url=server.url, timeout=60) as http:
+            with api_session(server.url, timeout=60) as http:  # session token; a fresh Idempotency-Key per save
                 item = http.get("/labeling/api/next").json()
                 http.get(item["image"])
                 for k in range(saves + 5):  # the first 5 warm up (dlib model load, first classifier fit)

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +22,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from labeling.attributes import AttributeSet
-from labeling.auth import check_password
 from labeling.errors import LabelingError
-from labeling.images import Catalog
+from labeling.images import Catalog, ImageStage
+from labeling.security import SESSION_PATH, TOKEN_HEADER, TOKEN_SCRIPT, LoginThrottle, RequestGuard, SessionTokens
 from labeling.store import LabelStore, validate_annotator
 from labeling.suggest import (
     LOW_CONFIDENCE,
@@ -35,8 +36,9 @@ from labeling.suggest import (
     landmark_suggestions,
     landmarks_available,
 )
+from labeling.users import Users
 
-__all__ = ["LabelingApp", "Server", "build_api", "build_ui", "start_server"]
+__all__ = ["LabelingApp", "Server", "build_api", "build_ui", "serve_forever", "start_server", "stop_on_signals"]
 
 GRID_PAGE = 40
 RETRAIN_EVERY = 10
@@ -47,10 +49,12 @@ class LabelingApp:
     """Shared state of a labelling session: store, catalog, suggestion sources, the active-learning order."""
 
     def __init__(self, store: LabelStore, catalog: Catalog, *, annotator: str = "annotator",
-                 users: dict[str, str] | None = None, suggestions: bool = True, progress: bool = True) -> None:
+                 users: Users | None = None, suggestions: bool = True, progress: bool = True) -> None:
         self.store, self.catalog, self.attributes = store, catalog, store.attributes
         self.annotator = validate_annotator(annotator)
         self.users = users
+        self.tokens, self.throttle = SessionTokens(), LoginThrottle()
+        self.stage: ImageStage | None = None  # copies of the images for the UI (made by build_ui)
         store.add_items(catalog.ids())
         self.ids = [i for i in store.items() if i in catalog.items]
         self.notices: list[str] = []
@@ -108,6 +112,19 @@ class LabelingApp:
     def close(self) -> None:
         """Drop queued suggestion prefetches so a stopping server exits at once instead of finishing them."""
         self._prefetcher.shutdown(wait=False, cancel_futures=True)
+        if self.stage is not None:
+            self.stage.close()
+
+    def login(self, name: str, password: str, client: str | None = None) -> bool | None:
+        """Check a login; None while this name (or client address) is locked out after failed tries."""
+        if self.users is None:
+            return False
+        keys = [f"user:{name}"] + ([f"addr:{client}"] if client else [])
+        if self.throttle.retry_after(keys) > 0:
+            return None
+        ok = self.users.check(name, password)
+        (self.throttle.succeeded if ok else self.throttle.failed)(keys)
+        return ok
 
     def wait_for_refit(self, timeout: float = 30.0) -> None:
         """Block until a running refit is done (tests and scripts that want the newest order)."""
@@ -188,7 +205,12 @@ def build_api(app: LabelingApp):
             name, _, password = base64.b64decode(encoded).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             scheme, name, password = "", "", ""
-        if scheme.lower() != "basic" or not check_password(app.users, name, password):
+        ok = app.login(name, password, request.client.host if request.client else None) \
+            if scheme.lower() == "basic" else False
+        if ok is None:
+            raise HTTPException(429, "too many failed logins; try again later",
+                                headers={"Retry-After": str(int(app.throttle.lockout))})
+        if not ok:
             raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Basic"})
         if claimed is not None and claimed != name:
             raise HTTPException(403, f"annotator {claimed!r} does not match the login {name!r}")
@@ -203,11 +225,19 @@ def build_api(app: LabelingApp):
             raise HTTPException(400, "request body must be a JSON object")
         return data
 
-    def guarded(fn, *args):
+    def guarded(fn, *args, **kwargs):
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except LabelingError as exc:
             raise HTTPException(400, str(exc)) from None
+
+    def request_key(request: Request) -> str:
+        """The Idempotency-Key of a write: a retry with the same key gets the first reply, nothing is stored twice."""
+        key = request.headers.get("idempotency-key")
+        if key is None:
+            raise HTTPException(400, "missing Idempotency-Key header (a fresh random string per save; send the "
+                                     "same one again when retrying)")
+        return key
 
     def item_payload(item_id: str | None, annotator: str) -> dict[str, Any]:
         if item_id is None:
@@ -232,12 +262,17 @@ def build_api(app: LabelingApp):
     def progress(request: Request) -> dict[str, Any]:
         return app.progress(who(request))
 
+    @router.get(SESSION_PATH.removeprefix("/labeling/api"))
+    def session() -> dict[str, str]:
+        """A session token for the writes (the request guard lets only same-origin pages read it)."""
+        return {"token": app.tokens.issue(), "header": TOKEN_HEADER}
+
     @router.post("/save")
     async def save(request: Request) -> dict[str, Any]:
         data = await body(request)
         annotator = who(request, data.get("annotator"))
         save_id = await run_in_threadpool(guarded, app.store.save, data.get("item_id"), annotator,
-                                          data.get("labels"))
+                                          data.get("labels"), key=request_key(request))
         nxt = await run_in_threadpool(app.next_item, annotator)
         return {"save_id": save_id, "next": await run_in_threadpool(item_payload, nxt, annotator)}
 
@@ -245,17 +280,18 @@ def build_api(app: LabelingApp):
     async def mark(request: Request) -> dict[str, Any]:
         data = await body(request)
         annotator = who(request, data.get("annotator"))
-        return {"save_id": guarded(app.store.mark, data.get("item_id"), annotator, data.get("kind"))}
+        return {"save_id": guarded(app.store.mark, data.get("item_id"), annotator, data.get("kind"),
+                                   key=request_key(request))}
 
     @router.post("/undo")
     async def undo(request: Request) -> dict[str, Any]:
         data = await body(request)
-        return {"items": guarded(app.store.undo, who(request, data.get("annotator")))}
+        return {"items": guarded(app.store.undo, who(request, data.get("annotator")), key=request_key(request))}
 
     @router.get("/image/{item_id}")
     def image(item_id: str, request: Request):
         who(request)
-        path = guarded(app.catalog.path, item_id)
+        path = guarded(app.catalog.served_path, item_id)
         return FileResponse(path, media_type="image/png" if path.suffix.lower() == ".png" else None)
 
     router.add_api_route("/health", lambda: JSONResponse({"ok": True}), methods=["GET"])
@@ -317,11 +353,18 @@ def build_ui(app: LabelingApp):
         return (f"**{annotator}** · mine **{p['mine']} / {p['total']}** · everyone's **{p['everyone']} / "
                 f"{p['total']}**")
 
+    stage = app.stage = app.stage or ImageStage(app.catalog, gradio_upload_folder())
+
+    def new_key() -> str:
+        """The idempotency key of the next write from this view: a double press saves once."""
+        return uuid.uuid4().hex
+
     def view(item_id: str | None, annotator: str, status: str = ""):
-        """Outputs for one item: id, image, one radio update per attribute, progress, status."""
+        """Outputs for one item: id, image, one radio update per attribute, progress, status, write key."""
         if item_id is None:
             radios = [gr.update(value=None, info="") for _ in attributes]
-            return ["", None, *radios, progress_text(annotator), status or "All items are done. Thank you!"]
+            return ["", None, *radios, progress_text(annotator), status or "All items are done. Thank you!",
+                    new_key()]
         current = app.store.current(item_id, annotator)
         suggested = app.suggestions(item_id)
         radios = []
@@ -333,7 +376,7 @@ def build_ui(app: LabelingApp):
                 info += f" · suggested {a.values[s.value]} ({s.confidence:.0%}, {s.source}){mark}"
             value = current.get(a.name, s.value if s is not None else None)
             radios.append(gr.update(value=value, info=info))
-        return [item_id, str(app.catalog.items[item_id].path), *radios, progress_text(annotator), status]
+        return [item_id, stage.path(item_id), *radios, progress_text(annotator), status, new_key()]
 
     def on_load(request: gr.Request):
         annotator = annotator_of(request)
@@ -347,21 +390,22 @@ def build_ui(app: LabelingApp):
         missing = [a.name for a, v in zip(attributes, values, strict=True) if v is None]
         if missing:
             return view(item_id, annotator, f"Choose a value for: {', '.join(missing)}")
-        app.store.save(item_id, annotator, {a.name: v for a, v in zip(attributes, values, strict=True)})
+        app.store.save(item_id, annotator, {a.name: v for a, v in zip(attributes, values, strict=True)},
+                       key=data[key_state])
         return view(app.next_item(annotator), annotator, f"saved {item_id}")
 
     def on_mark(kind: str):
-        def handler(item_id: str, request: gr.Request):
+        def handler(item_id: str, key: str, request: gr.Request):
             annotator = annotator_of(request)
             if item_id:
-                app.store.mark(item_id, annotator, kind)
+                app.store.mark(item_id, annotator, kind, key=key)
             return view(app.next_item(annotator), annotator, f"{kind}ped {item_id}" if kind == "skip"
                         else f"flagged {item_id} for review")
         return handler
 
-    def on_undo(request: gr.Request):
+    def on_undo(key: str, request: gr.Request):
         annotator = annotator_of(request)
-        items = app.store.undo(annotator)
+        items = app.store.undo(annotator, key=key)
         if not items:
             return view(app.next_item(annotator), annotator, "nothing to undo")
         return view(items[0], annotator, f"undid the last save ({len(items)} item(s))")
@@ -374,7 +418,7 @@ def build_ui(app: LabelingApp):
             caption = a.values[v]
             if suggested == v:  # still the suggestion: say how sure it was, mark the doubtful ones
                 caption += f" {confidence:.0%}" + (" ⚠" if confidence < LOW_CONFIDENCE else "")
-            gallery.append((str(app.catalog.items[item_id].path), caption))
+            gallery.append((stage.path(item_id), caption))
         head = (f"{len(page)} faces · click a face (or Tab to it and press Enter) to switch it to the other value "
                 f"· Enter elsewhere or **Save page** writes all of them") if page else \
             "No faces left to label for this attribute."
@@ -387,7 +431,7 @@ def build_ui(app: LabelingApp):
             s = app.suggestions(item_id).get(attribute)
             page.append([item_id, s.value, s.confidence] if s is not None else [item_id, None, None])
             values.append(s.value if s is not None else 0)
-        return grid_view(attribute, page, values, annotator)
+        return (*grid_view(attribute, page, values, annotator), new_key())
 
     def grid_toggle(attribute: str, page: list, values: list[int], evt: gr.SelectData, request: gr.Request):
         values = list(values)
@@ -396,13 +440,14 @@ def build_ui(app: LabelingApp):
             values[evt.index] = (values[evt.index] + 1) % n
         return grid_view(attribute, page, values, annotator_of(request))
 
-    def grid_save(attribute: str, page: list, values: list[int], request: gr.Request):
+    def grid_save(attribute: str, page: list, values: list[int], key: str, request: gr.Request):
         annotator = annotator_of(request)
         if page:
-            app.store.save_many(annotator, [(p[0], {attribute: v}) for p, v in zip(page, values, strict=True)])
+            app.store.save_many(annotator, [(p[0], {attribute: v}) for p, v in zip(page, values, strict=True)],
+                                key=key)
         status = f"saved {len(page)} {attribute} labels" if page else "nothing to save"
-        nxt = grid_load(attribute, request)
-        return (*nxt[:-1], status)
+        *nxt, _, next_key = grid_load(attribute, request)
+        return (*nxt, status, next_key)
 
     notices = [f"Skipped {len(app.catalog.skipped)} unreadable file(s): "
                + ", ".join(f"{name} ({reason})" for name, reason in app.catalog.skipped)] if app.catalog.skipped else []
@@ -437,18 +482,19 @@ def build_ui(app: LabelingApp):
                                      height="auto", object_fit="contain")
                 grid_status = gr.Markdown(elem_id="grid-status")
                 page_state, values_state = gr.State([]), gr.State([])
+        key_state, grid_key = gr.State(""), gr.State("")  # idempotency keys of the next per-image / grid write
 
-        outputs = [item_box, image, *radios, progress, status]
+        outputs = [item_box, image, *radios, progress, status, key_state]
         blocks.load(on_load, None, outputs)
-        save_btn.click(on_save, {item_box, *radios}, outputs)
-        undo_btn.click(on_undo, None, outputs)
-        skip_btn.click(on_mark("skip"), [item_box], outputs)
-        flag_btn.click(on_mark("flag"), [item_box], outputs)
+        save_btn.click(on_save, {item_box, *radios, key_state}, outputs)
+        undo_btn.click(on_undo, [key_state], outputs)
+        skip_btn.click(on_mark("skip"), [item_box, key_state], outputs)
+        flag_btn.click(on_mark("flag"), [item_box, key_state], outputs)
         grid_outputs = [gallery, page_state, values_state, grid_head, progress, grid_status]
-        grid_tab.select(grid_load, [grid_attr], grid_outputs)
-        grid_attr.change(grid_load, [grid_attr], grid_outputs)
+        grid_tab.select(grid_load, [grid_attr], [*grid_outputs, grid_key])
+        grid_attr.change(grid_load, [grid_attr], [*grid_outputs, grid_key])
         gallery.select(grid_toggle, [grid_attr, page_state, values_state], grid_outputs)
-        grid_save_btn.click(grid_save, [grid_attr, page_state, values_state], grid_outputs)
+        grid_save_btn.click(grid_save, [grid_attr, page_state, values_state, grid_key], [*grid_outputs, grid_key])
     return blocks
 
 
@@ -466,20 +512,31 @@ class Server:
         self.thread.join(timeout)
 
 
+def gradio_upload_folder() -> str:
+    """The folder Gradio serves its own files from (never the image folder: see ``ImageStage``)."""
+    from gradio.utils import get_upload_folder
+
+    return get_upload_folder()
+
+
 def start_server(app: LabelingApp, host: str = "127.0.0.1", port: int = 7860, *, ui: bool = True,
-                 quiet: bool = True) -> Server:
-    """Serve the API (and the Gradio UI unless ``ui=False``) on ``host:port`` (port 0: any free port)."""
+                 quiet: bool = True, ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> Server:
+    """Serve the API (and the Gradio UI unless ``ui=False``) on ``host:port`` (port 0: any free port), behind the
+    cross-site request checks of ``labeling.security``; HTTPS when given a certificate and its key."""
     import uvicorn
 
     fastapi_app = FastAPI(title="labeling", docs_url=None, redoc_url=None, openapi_url=None)
     fastapi_app.include_router(build_api(app))
     if ui:
-        auth = (lambda name, password: check_password(app.users, name, password)) if app.users else None
-        fastapi_app = gr.mount_gradio_app(
-            fastapi_app, build_ui(app), path="", auth=auth, allowed_paths=[str(app.catalog.root)], ssr_mode=False,
-            head=_KEYS_JS % json.dumps(_keymap(app.attributes)), css=_CSS, footer_links=[])
-    config = uvicorn.Config(fastapi_app, host=host, port=port, log_level="warning" if quiet else "info",
-                            timeout_graceful_shutdown=1, ws="none")
+        auth = (lambda name, password: bool(app.login(name, password))) if app.users else None
+        head = _KEYS_JS % json.dumps(_keymap(app.attributes))
+        head += TOKEN_SCRIPT % {"header": json.dumps(TOKEN_HEADER), "session": json.dumps(SESSION_PATH)}
+        fastapi_app = gr.mount_gradio_app(fastapi_app, build_ui(app), path="", auth=auth, ssr_mode=False, head=head,
+                                          css=_CSS, footer_links=[])
+    guard = RequestGuard(fastapi_app, app.tokens, host=host, tls=bool(ssl_certfile), throttle=app.throttle)
+    config = uvicorn.Config(guard, host=host, port=port, log_level="warning" if quiet else "info",
+                            timeout_graceful_shutdown=1, ws="none", ssl_certfile=ssl_certfile,
+                            ssl_keyfile=ssl_keyfile)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="labeling-server", daemon=True)
     thread.start()
@@ -488,14 +545,35 @@ def start_server(app: LabelingApp, host: str = "127.0.0.1", port: int = 7860, *,
         if not thread.is_alive() or time.monotonic() > deadline:
             raise LabelingError(f"could not start the server on {host}:{port} (port in use or not allowed?)")
         time.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()[1]
+    bound = guard.port = server.servers[0].sockets[0].getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    return Server(f"http://{shown}:{bound}", server, thread)
+    scheme = "https" if ssl_certfile else "http"
+    running = Server(f"{scheme}://{shown}:{bound}", server, thread)
+    _check_answers(running, scheme, host, bound)
+    return running
 
 
-def _stop_on_signals() -> None:
+def _check_answers(server: Server, scheme: str, host: str, port: int) -> None:
+    """Ready means answering, not only listening: one request through the whole stack (guard, routes) before
+    anyone is told the address. A failure is a start-up error, never retried."""
+    import httpx
+
+    probe = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"{scheme}://{f'[{probe}]' if ':' in probe else probe}:{port}/labeling/api/health"
+    try:
+        reply = httpx.get(url, timeout=60, verify=False, trust_env=False)  # our own certificate, on this machine
+        reply.raise_for_status()
+    except httpx.HTTPError as exc:
+        server.stop()
+        raise LabelingError(f"the server on {host}:{port} did not answer its first request ({exc})") from None
+
+
+def stop_on_signals() -> None:
     """Make Ctrl-C and SIGTERM stop the server even when the parent process left SIGINT ignored or blocked (a
-    job started with ``&`` from a script, or a test runner): both would otherwise leave it running forever."""
+    job started with ``&`` from a script, or a test runner): both would otherwise leave it running forever.
+
+    Call it before ``start_server``: installed after the readiness line (as it once was), a Ctrl-C sent in
+    between was ignored, and the threads the server starts inherited the signal mask of the moment."""
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -509,7 +587,7 @@ def _stop_on_signals() -> None:
 
 def serve_forever(server: Server, app: LabelingApp | None = None) -> None:
     """Block until Ctrl-C or SIGTERM (or the thread ends), then stop the server and the app's background work."""
-    _stop_on_signals()
+    stop_on_signals()
     try:
         while server.thread.is_alive():
             server.thread.join(0.5)

@@ -1,4 +1,4 @@
-"""``python -m labeling``: serve, stats, export, publish, suggest. A thin layer over the library.
+"""``python -m labeling``: serve, stats, export, publish, suggest, users. A thin layer over the library.
 
 Bad input ends with one line on stderr naming the input and the problem, exit status 2, nothing written.
 """
@@ -6,7 +6,6 @@ Bad input ends with one line on stderr naming the input and the problem, exit st
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import sys
 from collections.abc import Sequence
@@ -52,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the labelling app in the browser")
     common(serve)
     serve.add_argument("--annotator", default="annotator", help="your name when not using --auth")
-    serve.add_argument("--auth", metavar="USERS", help="users file ('name:password' lines): login required")
+    serve.add_argument("--auth", metavar="USERS", help="users file (made by `users add`): login required")
+    serve.add_argument("--ssl-certfile", metavar="PEM", help="TLS certificate: serve HTTPS (with --ssl-keyfile)")
+    serve.add_argument("--ssl-keyfile", metavar="PEM", help="the certificate's private key")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=7860)
     serve.add_argument("--no-suggestions", action="store_true", help="no pre-selected suggestions")
@@ -78,28 +79,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     suggest = sub.add_parser("suggest", help="precompute landmark (and deepface) suggestions into the database")
     common(suggest)
+
+    users = sub.add_parser("users", help="manage the --auth users file (scrypt password hashes)")
+    users_sub = users.add_subparsers(dest="action", required=True)
+    for action, text in (("add", "add a user or change a password (asked for, never echoed)"),
+                         ("remove", "remove a user"), ("list", "list the user names")):
+        p = users_sub.add_parser(action, help=text)
+        p.add_argument("--file", required=True, help="users file (created by `add` if missing)")
+        if action != "list":
+            p.add_argument("name", help="annotator name")
     return parser
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def _check_tls(args: argparse.Namespace) -> None:
+    """Both TLS files or neither, and a certificate that loads with its key (one line otherwise)."""
+    import ssl
+
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise LabelingError("--ssl-certfile and --ssl-keyfile go together")
+    if not args.ssl_certfile:
+        return
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+    except FileNotFoundError as exc:
+        raise LabelingError(f"--ssl-certfile/--ssl-keyfile: no such file {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise LabelingError(f"--ssl-certfile {args.ssl_certfile} / --ssl-keyfile {args.ssl_keyfile}: not a "
+                            f"certificate and its private key in PEM ({exc})") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from labeling.app import LabelingApp, serve_forever, start_server
-    from labeling.auth import load_users
+    from labeling.app import LabelingApp, serve_forever, start_server, stop_on_signals
     from labeling.images import load_catalog
+    from labeling.security import is_loopback
     from labeling.store import LabelStore
+    from labeling.users import load_users
 
-    if not _is_loopback(args.host) and not args.auth:
+    if not is_loopback(args.host) and not args.auth:
         raise LabelingError(f"--host {args.host}: binding to a non-loopback address requires --auth USERS "
-                            "(a file of 'name:password' lines)")
+                            "(made by `python -m labeling users add --file USERS NAME`)")
     users = load_users(args.auth) if args.auth else None
+    _check_tls(args)
+    if not is_loopback(args.host) and not args.ssl_certfile:
+        print(f"warning: --host {args.host} without --ssl-certfile: passwords and labels cross the network "
+              "unencrypted (see README, 'TLS for a lab')", file=sys.stderr)
     catalog = load_catalog(args.images, progress=not args.no_progress)
     for name, reason in catalog.skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
@@ -108,7 +131,13 @@ def _serve(args: argparse.Namespace) -> int:
                       suggestions=not args.no_suggestions, progress=not args.no_progress)
     for notice in app.notices:
         print(notice, file=sys.stderr)
-    server = start_server(app, args.host, args.port)
+    stop_on_signals()
+    try:
+        server = start_server(app, args.host, args.port, ssl_certfile=args.ssl_certfile,
+                              ssl_keyfile=args.ssl_keyfile)
+    except KeyboardInterrupt:  # Ctrl-C during start-up
+        app.close()
+        return 130
     print(f"labeling {len(app.ids)} images at {server.url} (Ctrl-C to stop)", flush=True)
     serve_forever(server, app)
     return 0
@@ -178,9 +207,34 @@ def _suggest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _users(args: argparse.Namespace) -> int:
+    import getpass
+
+    from labeling.users import add_user, list_users, remove_user
+
+    if args.action == "list":
+        print("\n".join(list_users(args.file)))
+    elif args.action == "remove":
+        remove_user(args.file, args.name)
+        print(f"removed {args.name} from {args.file}")
+    else:
+        from labeling.store import validate_annotator
+
+        validate_annotator(args.name)
+        password = getpass.getpass(f"password for {args.name}: ")
+        if not password:
+            raise LabelingError("empty password")
+        if getpass.getpass("again: ") != password:
+            raise LabelingError("the two passwords differ")
+        new = add_user(args.file, args.name, password)
+        print(f"{'added' if new else 'changed the password of'} {args.name} in {args.file}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"serve": _serve, "stats": _stats, "export": _export, "publish": _publish, "suggest": _suggest}
+    handlers = {"serve": _serve, "stats": _stats, "export": _export, "publish": _publish, "suggest": _suggest,
+                "users": _users}
     try:
         return handlers[args.command](args)
     except LabelingError as exc:

@@ -7,7 +7,13 @@ name and the reason, and the rest are served.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import tempfile
+import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +24,11 @@ from tqdm import tqdm
 from labeling.errors import LabelingError
 from labeling.store import validate_item_id
 
-__all__ = ["Catalog", "Item", "load_catalog", "IMAGE_SUFFIXES"]
+__all__ = ["Catalog", "ImageStage", "Item", "load_catalog", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+MAX_PIXELS = 40_000_000  # larger images are refused before decoding (a face never needs more; bombs do)
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 MANIFEST = "manifest.jsonl"
 
 
@@ -54,6 +62,15 @@ class Catalog:
             raise LabelingError(f"unknown item id {item_id!r}")
         return item.path
 
+    def served_path(self, item_id: str) -> Path:
+        """The file of a known item, checked again now: still a regular image file inside the folder (a file
+        swapped for a link out of the folder after start-up is refused, not followed)."""
+        path = self.path(item_id)
+        real = path.resolve()
+        if not (real.is_relative_to(self.root) and real.is_file() and real.suffix.lower() in IMAGE_SUFFIXES):
+            raise LabelingError(f"item {item_id!r}: {path.name} is no longer an image file in {self.root}")
+        return real
+
     def licences(self) -> list[str]:
         return sorted({str(item.meta["licence"]) for item in self.items.values() if item.meta.get("licence")})
 
@@ -61,15 +78,68 @@ class Catalog:
         return sorted({item.network for item in self.items.values() if item.network})
 
 
-def _check_image(path: Path) -> str | None:
-    """None if the file decodes fully, else the reason it does not."""
+class ImageStage:
+    """Copies of catalog images in a folder of their own, for a UI framework that serves files from a folder.
+
+    Handing Gradio the image folder itself (``allowed_paths``) would let anyone download every file in it (the
+    label database, a users file); handing it a folder that only ever holds catalog images does not.
+    """
+
+    def __init__(self, catalog: Catalog, parent: str | Path | None = None) -> None:
+        self.catalog = catalog
+        if parent is not None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="labeling-images-", dir=parent))
+
+    def path(self, item_id: str) -> str:
+        source = self.catalog.served_path(item_id)
+        staged = self.folder / f"{item_id}{source.suffix.lower()}"
+        if not staged.exists():
+            tmp = staged.with_name(f".{staged.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            try:
+                os.link(source, tmp)
+            except OSError:  # another file system, or links not allowed: copy
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, staged)
+        return str(staged)
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why a directory entry with an image name is not a regular file (None when it is one)."""
     try:
-        with Image.open(path) as img:
-            img.verify()
-        with Image.open(path) as img:
-            img.load()
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if path.is_symlink():
+            return "a link to nothing"
+        return "file missing" if exc.errno == errno.ENOENT else f"cannot read ({exc.strerror})"
+    if path.is_dir():
+        return "a directory"
+    return None if path.is_file() else "not a regular file (a pipe, socket or device)"
+
+
+def _check_image(path: Path) -> str | None:
+    """None if the file is an image of the kind its name says that decodes fully, else the reason (one line)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    return f"{width} x {height} pixels: larger than the {MAX_PIXELS:,} allowed"
+                expected = _FORMATS.get(path.suffix.lower())
+                if expected and img.format != expected:
+                    return f"holds {img.format or 'unknown'} data, not the {expected} its name says"
+                img.verify()
+            with Image.open(path) as img:
+                img.load()
     except Exception as exc:  # Pillow raises many types for bad files; every one means "skip this file"
-        return f"{type(exc).__name__}: {exc}"
+        text = " ".join(str(exc).replace(str(path), path.name).split())
+        return f"{type(exc).__name__}: {text}"[:200]
     return None
 
 
@@ -104,8 +174,7 @@ def load_catalog(source: str | Path, *, check: bool = True, progress: bool = Tru
     if manifest is not None:
         entries = _from_manifest(manifest, root)
     else:
-        entries = [(p.stem, p, {}) for p in sorted(root.iterdir())
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        entries = [(p.stem, p, {}) for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     items: dict[str, Item] = {}
     skipped: list[tuple[str, str]] = []
     for item_id, path, record in tqdm(entries, desc="checking images", unit="img", disable=not progress,
@@ -119,8 +188,9 @@ def load_catalog(source: str | Path, *, check: bool = True, progress: bool = Tru
         if item_id in items:
             skipped.append((name, f"duplicate item id {item_id!r}"))
             continue
-        if not path.is_file():
-            skipped.append((name, "file missing"))
+        odd = _not_a_file(path)
+        if odd is not None:
+            skipped.append((name, odd))
             continue
         path = path.resolve()
         if not path.is_relative_to(root):  # a symlink out of the folder: images are served only from it

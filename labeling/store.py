@@ -20,9 +20,10 @@ from pathlib import Path
 from labeling.attributes import DEFAULT_ATTRIBUTES, AttributeSet
 from labeling.errors import LabelingError
 
-__all__ = ["Label", "LabelStore", "Progress", "validate_item_id", "validate_annotator"]
+__all__ = ["Label", "LabelStore", "Progress", "validate_annotator", "validate_item_id", "validate_key"]
 
 _ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 _ANNOTATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MARK_KINDS = ("skip", "flag")
 
@@ -53,6 +54,14 @@ CREATE TABLE IF NOT EXISTS marks (
     annotator TEXT NOT NULL,
     kind TEXT NOT NULL,
     time REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS request_keys (
+    annotator TEXT NOT NULL,
+    key TEXT NOT NULL,
+    action TEXT NOT NULL,
+    save_id INTEGER,
+    time REAL NOT NULL,
+    PRIMARY KEY (annotator, key)
 );
 CREATE TABLE IF NOT EXISTS suggestions (
     item_id TEXT NOT NULL,
@@ -85,6 +94,13 @@ def validate_annotator(name: object) -> str:
     if not isinstance(name, str) or not _ANNOTATOR.match(name):
         raise LabelingError(f"invalid annotator name {name!r}: use letters, digits, '.', '_', '@', '-' (max 64)")
     return name
+
+
+def validate_key(key: object) -> str:
+    """An idempotency key: 8-128 characters of letters, digits, ``._:-`` (a UUID fits)."""
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise LabelingError(f"invalid idempotency key {key!r}: use 8-128 letters, digits, '.', '_', ':', '-'")
+    return key
 
 
 @dataclass(frozen=True)
@@ -178,18 +194,27 @@ class LabelStore:
         return [r[0] for r in self._conn().execute("SELECT item_id FROM items ORDER BY position")]
 
     # -- writes ------------------------------------------------------------------------------------------------
-    def save(self, item_id: str, annotator: str, labels: dict[str, object]) -> int:
-        """Store ``{attribute: value}`` for one item in one transaction; returns the save id (for undo)."""
-        return self.save_many(annotator, [(item_id, labels)])
+    def save(self, item_id: str, annotator: str, labels: dict[str, object], *, key: str | None = None) -> int:
+        """Store ``{attribute: value}`` for one item in one transaction; returns the save id (for undo).
 
-    def save_many(self, annotator: str, entries: Sequence[tuple[str, dict[str, object]]]) -> int:
-        """Store labels for several items (a grid page) in one transaction, undone together."""
+        With an idempotency ``key``, a repeated call with the same key (a client retrying after a lost reply)
+        stores nothing and returns the first call's save id; the key is stored in the same transaction as the rows.
+        """
+        return self.save_many(annotator, [(item_id, labels)], key=key)
+
+    def save_many(self, annotator: str, entries: Sequence[tuple[str, dict[str, object]]], *,
+                  key: str | None = None) -> int:
+        """Store labels for several items (a grid page) in one transaction, undone together (``key``: as ``save``)."""
         annotator = validate_annotator(annotator)
         checked = [(validate_item_id(item_id), self.attributes.validate(labels)) for item_id, labels in entries]
         if not checked:
             raise LabelingError("nothing to save")
+        key = validate_key(key) if key is not None else None
         now = time.time()
         with self._write() as conn:
+            seen = self._seen(conn, annotator, key, "label")
+            if seen is not None:
+                return seen
             self._require_items(conn, {item_id for item_id, _ in checked})
             save_id = conn.execute("INSERT INTO saves (annotator, kind, time) VALUES (?, 'label', ?)",
                                    (annotator, now)).lastrowid
@@ -197,31 +222,65 @@ class LabelStore:
                 "INSERT INTO labels (save_id, item_id, annotator, attribute, value, time) VALUES (?, ?, ?, ?, ?, ?)",
                 [(save_id, item_id, annotator, name, value, now)
                  for item_id, labels in checked for name, value in labels.items()])
+            self._remember(conn, annotator, key, "label", save_id, now)
         return save_id
 
-    def mark(self, item_id: str, annotator: str, kind: str) -> int:
-        """Record a skip or a flag (for review) of an item; undoable like a save."""
+    def _seen(self, conn: sqlite3.Connection, annotator: str, key: str | None, action: str) -> int | None:
+        """The save id recorded for this annotator's key (-1 for an undo that found nothing), None if new."""
+        if key is None:
+            return None
+        row = conn.execute("SELECT action, save_id FROM request_keys WHERE annotator = ? AND key = ?",
+                           (annotator, key)).fetchone()
+        if row is None:
+            return None
+        if row[0] != action:
+            raise LabelingError(f"idempotency key {key!r} was already used for a {row[0]}, not a {action}")
+        return -1 if row[1] is None else row[1]
+
+    @staticmethod
+    def _remember(conn: sqlite3.Connection, annotator: str, key: str | None, action: str, save_id: int | None,
+                  now: float) -> None:
+        if key is not None:
+            conn.execute("INSERT INTO request_keys (annotator, key, action, save_id, time) VALUES (?, ?, ?, ?, ?)",
+                         (annotator, key, action, save_id, now))
+
+    def mark(self, item_id: str, annotator: str, kind: str, *, key: str | None = None) -> int:
+        """Record a skip or a flag (for review) of an item; undoable like a save (``key``: as ``save``)."""
         annotator, item_id = validate_annotator(annotator), validate_item_id(item_id)
         if kind not in MARK_KINDS:
             raise LabelingError(f"unknown mark {kind!r} (expected one of {MARK_KINDS})")
+        key = validate_key(key) if key is not None else None
         now = time.time()
         with self._write() as conn:
+            seen = self._seen(conn, annotator, key, kind)
+            if seen is not None:
+                return seen
             self._require_items(conn, {item_id})
             save_id = conn.execute("INSERT INTO saves (annotator, kind, time) VALUES (?, ?, ?)",
                                    (annotator, kind, now)).lastrowid
             conn.execute("INSERT INTO marks (save_id, item_id, annotator, kind, time) VALUES (?, ?, ?, ?, ?)",
                          (save_id, item_id, annotator, kind, now))
+            self._remember(conn, annotator, key, kind, save_id, now)
         return save_id
 
-    def undo(self, annotator: str) -> list[str]:
-        """Undo this annotator's latest save, skip or flag; returns the items it touched ([] if none left)."""
+    def undo(self, annotator: str, *, key: str | None = None) -> list[str]:
+        """Undo this annotator's latest save, skip or flag; returns the items it touched ([] if none left).
+
+        With an idempotency ``key``, a repeated call undoes nothing more and returns the first call's items."""
         annotator = validate_annotator(annotator)
+        key = validate_key(key) if key is not None else None
         with self._write() as conn:
-            row = conn.execute("SELECT save_id FROM saves WHERE annotator = ? AND undone = 0 "
-                               "ORDER BY save_id DESC LIMIT 1", (annotator,)).fetchone()
+            seen = self._seen(conn, annotator, key, "undo")
+            if seen is not None:
+                row = None if seen < 0 else (seen,)
+            else:
+                row = conn.execute("SELECT save_id FROM saves WHERE annotator = ? AND undone = 0 "
+                                   "ORDER BY save_id DESC LIMIT 1", (annotator,)).fetchone()
+                self._remember(conn, annotator, key, "undo", row[0] if row else None, time.time())
+                if row is not None:
+                    conn.execute("UPDATE saves SET undone = 1 WHERE save_id = ?", row)
             if row is None:
                 return []
-            conn.execute("UPDATE saves SET undone = 1 WHERE save_id = ?", row)
             items = conn.execute("SELECT DISTINCT item_id FROM labels WHERE save_id = ? UNION "
                                  "SELECT DISTINCT item_id FROM marks WHERE save_id = ?", (row[0], row[0])).fetchall()
         order = {item_id: k for k, item_id in enumerate(self.items())}

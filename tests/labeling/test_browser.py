@@ -10,6 +10,7 @@ import pytest
 
 from labeling import LabelStore, load_catalog
 from labeling.app import LabelingApp
+from labeling.users import Users
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -108,7 +109,7 @@ def test_keyboard_grid_undo_reload(tmp_path: Path, faces: Path, server_factory) 
 def test_login_names_the_annotator(tmp_path: Path, faces: Path, server_factory) -> None:
     """With users configured the app asks for a login, and labels are saved under that name."""
     db = tmp_path / "labels.sqlite"
-    app = LabelingApp(LabelStore(db), load_catalog(faces, progress=False), users={"zoe": "pw-1"},
+    app = LabelingApp(LabelStore(db), load_catalog(faces, progress=False), users=Users.from_passwords({"zoe": "pw-1"}),
                       suggestions=False, progress=False)
     server = server_factory(app)
     with playwright_api.sync_playwright() as pw:

@@ -7,10 +7,9 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
 from labeling import LabelStore, load_catalog
 from labeling.app import LabelingApp
+from labeling.client import api_session
 
 CLIENTS, SAVES = 16, 50
 
@@ -27,7 +26,7 @@ def test_sixteen_clients_fifty_saves_each(tmp_path: Path, faces: Path, server_fa
     ids, names = app.ids, app.attributes.names
 
     def client(c: int) -> list[int]:
-        with httpx.Client(base_url=server.url, timeout=60) as http:
+        with api_session(server.url, timeout=60) as http:
             out = []
             for item, name, value in _plan(c, ids, names):
                 r = http.post("/labeling/api/save", json={"item_id": item, "annotator": f"client{c:02d}",

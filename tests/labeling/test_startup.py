@@ -1,0 +1,101 @@
+"""`labeling serve` answers the very first connection made after it says it is ready, every time.
+
+The command (``labeling.cli.main``) is started 30 times, each in a forked process (everything is imported once,
+so a start takes a second, not the ten an interpreter start takes here) with SIGINT ignored, as a background
+job of a script inherits it. As soon as the readiness line is out, a raw socket sends one request and must get a
+complete reply; then SIGINT must stop the server with status 0.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from labeling.cli import main
+
+STARTS = 30
+
+
+def _start(args: list[str], log: Path) -> tuple[int, int]:
+    """Fork and run ``main(args)`` in the child (stdout to a pipe, stderr to ``log``); returns (pid, read end)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 70
+        try:
+            os.close(read)
+            os.dup2(write, 1)
+            os.dup2(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            sys.stdout = os.fdopen(1, "w", buffering=1)
+            sys.stderr = os.fdopen(2, "w", buffering=1)
+            code = main(args)
+        finally:
+            os._exit(code)
+    os.close(write)
+    return pid, read
+
+
+def _readline(fd: int, timeout: float) -> str:
+    data, deadline = b"", time.monotonic() + timeout
+    while not data.endswith(b"\n") and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.1)[0]:
+            chunk = os.read(fd, 1)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode()
+
+
+def _first_request(port: int) -> bytes:
+    """One request on a fresh connection, right away; the whole reply (the server closes after it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(f"GET /labeling/api/next HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return reply
+
+
+def _wait(pid: int, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    return None
+
+
+def test_first_connection_is_answered_on_every_start(tmp_path: Path, faces: Path) -> None:
+    failures, times = [], []
+    for k in range(STARTS):
+        log = tmp_path / f"serve{k}.log"
+        pid, out = _start(["serve", "--db", str(tmp_path / "db.sqlite"), "--images", str(faces), "--port", "0",
+                           "--no-progress", "--no-suggestions", "--annotator", "cli"], log)
+        try:
+            line = _readline(out, 120)
+            assert line.startswith("labeling 20 images at http://127.0.0.1:"), line + log.read_text()
+            start = time.monotonic()
+            try:
+                reply = _first_request(int(line.split(" at ")[1].split()[0].rsplit(":", 1)[1]))
+            except OSError as exc:
+                reply = f"{type(exc).__name__}: {exc}".encode()
+            times.append(time.monotonic() - start)
+            if not (reply.startswith(b"HTTP/1.1 200 ") and b'"item_id":"seed0000000"' in reply):
+                failures.append((k, reply[:200]))
+        finally:
+            os.kill(pid, signal.SIGINT)
+            code = _wait(pid, 90)
+            os.close(out)
+            if code is None:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+        assert code == 0, f"start {k}: serve exited with {code} after SIGINT\n{log.read_text()[-3000:]}"
+    assert not failures, f"{len(failures)} of {STARTS} first connections failed: {failures}"
+    print(f"{STARTS} starts, every first connection answered (first reply {min(times):.2f}-{max(times):.2f} s)")
