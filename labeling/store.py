@@ -329,6 +329,10 @@ class LabelStore:
         where, params = ("AND l.annotator = ?", (annotator,)) if annotator else ("", ())
         return [Label(*row) for row in self._conn().execute(_CURRENT.format(where=where), params)]
 
+    def item_labels(self, item_id: str) -> list[Label]:
+        """Current labels of one item, every annotator (people and models)."""
+        return [Label(*row) for row in self._conn().execute(_CURRENT.format(where="AND l.item_id = ?"), (item_id,))]
+
     def current(self, item_id: str, annotator: str) -> dict[str, int]:
         """This annotator's current labels of one item."""
         rows = self._conn().execute(_CURRENT.format(where="AND l.annotator = ? AND l.item_id = ?"),
