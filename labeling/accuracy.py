@@ -82,31 +82,23 @@ def read_splits(path: str | Path) -> dict[str, str]:
     return out
 
 
-def accuracy_report(store: LabelStore, split: str = "report", sure: dict[str, float] | None = None,
-                    splits: dict[str, str] | None = None) -> AccuracyReport:
+def accuracy_report(store: LabelStore, split: str = "report", splits: dict[str, str] | None = None) -> AccuracyReport:
     """Each model source against people's labels on ``split`` (see the module docstring).
 
-    ``sure`` maps attribute -> the confidence from which an answer counts as sure (default: the shipped tuned
-    thresholds of ``labeling.autolabel``). ``splits`` (``{item: split}``, e.g. from ``read_splits``) overrides the
-    hash rule for the items it names.
+    "Sure" is what each model stored with its answer. ``splits`` (``{item: split}``, e.g. from ``read_splits``)
+    overrides the hash rule for the items it names.
     """
     if split not in SPLITS:
         raise LabelingError(f"unknown split {split!r} (expected one of {SPLITS})")
-    if sure is None:
-        from labeling.autolabel import SURE_DEFAULT
-        from labeling.sources.faceattr import tuned
-
-        specs = tuned().get("attributes", {})
-        sure = {a.name: specs.get(a.name, {}).get("sure", SURE_DEFAULT) for a in store.attributes}
     truth, _ = resolve(people_ratings(store))
     splits = splits or {}
     truth = {k: v for k, v in truth.items()
              if v != CANT_TELL and (split == "all" or splits.get(k[0], split_of(k[0])) == split)}
-    answers: dict[tuple[str, str], list[tuple[int, int, float]]] = defaultdict(list)
-    for key, by_model in model_ratings(store).items():
+    answers: dict[tuple[str, str], list[tuple[int, int, bool]]] = defaultdict(list)
+    for key, by_model in model_ratings(store, with_sure=True).items():
         if key in truth:
-            for model, (value, confidence) in by_model.items():
-                answers[(key[1], model)].append((truth[key], value, confidence))
+            for model, (value, _, sure) in by_model.items():
+                answers[(key[1], model)].append((truth[key], value, sure))
     rows = []
     for attribute in store.attributes:
         labelled = [v for (_, name), v in truth.items() if name == attribute.name]
@@ -116,7 +108,7 @@ def accuracy_report(store: LabelStore, split: str = "report", sure: dict[str, fl
                 continue
             n = len(labelled)
             answered = [(t, v, c) for t, v, c in rows_ if v != CANT_TELL]
-            sure_rows = [(t, v) for t, v, c in answered if c >= sure.get(name, 1.0)]
+            sure_rows = [(t, v) for t, v, ok in answered if ok]
             rows.append(AccuracyRow(name, model, n, _share(len(answered), n),
                                     _share(sum(t == v for t, v, _ in answered), len(answered)), baseline,
                                     _share(len(sure_rows), n), _share(sum(t == v for t, v in sure_rows),

