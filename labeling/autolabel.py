@@ -29,6 +29,7 @@ from labeling.sources.agegender import ADULT_AGE, age_gender_scores
 from labeling.sources.base import MachineLabel
 from labeling.sources.faceattr import FEATURE_GROUPS, classifier_probability, cue_scores, face_features, tuned
 from labeling.sources.faceview import view_face
+from labeling.sources.modelfiles import ModelFileError, check_model_files
 from labeling.store import LabelStore
 
 __all__ = ["AGE_GENDER_ATTRIBUTES", "BATCH", "FACEATTR_ATTRIBUTES", "SURE_DEFAULT", "autolabel", "predict_image",
@@ -81,7 +82,7 @@ def predict_image(path: str | Path, attributes: tuple[str, ...] | None = None) -
     specs = tuned().get("attributes", {})
     try:
         face = view_face(path)
-    except LabelingError:
+    except LabelingError:  # a corrupt image or a bad model file: the caller decides
         raise
     except Exception:  # dlib could not place landmarks at all: nothing to say about this face
         return {a: unsure(names[a]) for a in wanted if a in names}
@@ -125,6 +126,7 @@ def autolabel(images_dir: str | Path, store: LabelStore, *, progress: bool = Tru
     from tqdm import tqdm
 
     say = report or (lambda line: print(line, file=sys.stderr))
+    check_model_files()
     catalog = load_catalog(images_dir, progress=progress)
     for name, reason in catalog.skipped:
         say(f"skipped {name}: {reason}")
@@ -151,6 +153,8 @@ def autolabel(images_dir: str | Path, store: LabelStore, *, progress: bool = Tru
             wanted = tuple(a for a, s in names.items() if item_id not in done[s])
             try:
                 labels = predict_image(catalog.items[item_id].path, wanted)
+            except ModelFileError:
+                raise
             except LabelingError as exc:
                 say(f"skipped {catalog.items[item_id].path.name}: {exc}")
                 bar.update(1)

