@@ -484,7 +484,7 @@ def build_ui(app: LabelingApp):
         grid_tab.select(grid_load, [grid_attr], grid_outputs)
         grid_attr.change(grid_load, [grid_attr], grid_outputs)
         gallery.select(grid_toggle, [grid_attr, page_state, values_state], grid_outputs)
-        grid_command.input(grid_cant_tell, [grid_attr, page_state, values_state, grid_command], grid_outputs)
+        grid_command.change(grid_cant_tell, [grid_attr, page_state, values_state, grid_command], grid_outputs)
         grid_save_btn.click(grid_save, [grid_attr, page_state, values_state], grid_outputs)
     return blocks
 

@@ -85,7 +85,7 @@ class ActiveLearner:
             models = {}
             for attribute in self.attributes:
                 pairs = [(item, v) for (item, name), v in resolved.items()
-                         if name == attribute.name and item in self.features]
+                         if name == attribute.name and item in self.features and v >= 0]  # not "can't tell"
                 counts = np.bincount([v for _, v in pairs], minlength=len(attribute.values))
                 if (counts >= self.min_per_class).sum() < 2:
                     continue
