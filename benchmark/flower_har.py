@@ -1,4 +1,4 @@
-"""The HAR suite as a Flower federation factory: ``fedmtl-factory = "benchmark.flower_har:federation"``.
+"""The HAR suite as a Flower federation factory, registered as ``har``: ``fedmtl-factory = "har"``.
 
 Every node builds the same 30 subject clients (from the local feature cache) and keeps its own; the server
 only takes the model, layer spec and config. Run-config keys: ``regime`` (default ``mtfl``; the pooled
@@ -39,6 +39,6 @@ def federation(run_config: Mapping[str, Any]) -> FlowerSetup:
         config = workload.config_for(regime, seed)
     if int(run_config.get("num-rounds", 0)) > 0:
         config = config.replace(rounds=int(run_config["num-rounds"]))
-    sizes = workload.sizes
+    sizes = workload.data.sizes
     return FlowerSetup(model=lambda: mlp(sizes, seed=seed), spec=layer_spec(regime, len(sizes) - 1), config=config,
-                       clients=lambda: workload.clients, info={"regime": regime.name, "seed": seed})
+                       clients=lambda: workload.data.clients, info={"regime": regime.name, "seed": seed})

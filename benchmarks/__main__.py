@@ -20,7 +20,7 @@ from fedmtl.files import atomic_write
 
 # Each module under benchmarks/ exposes ``run() -> dict`` of named results; they run in this order (Flower last:
 # Ray's processes take a while to wind down after a run).
-BENCHMARKS = ("engine_har", "face_head", "generation_speed", "label_save", "flower_har")
+BENCHMARKS = ("engine_har", "face_head", "face_round", "generation_speed", "label_save", "flower_har")
 
 _DRIVER = """
 import json, sys

@@ -22,7 +22,7 @@ from typing import Any
 __all__ = ["run"]
 
 ROOT = Path(__file__).resolve().parents[1]
-FACTORY = {"fedmtl-factory": "benchmark.flower_har:federation", "regime": "mtfl", "seed": 0}
+FACTORY = {"fedmtl-factory": "har", "regime": "mtfl", "seed": 0}
 
 FLOWER_DRIVER = """
 import json, sys
@@ -47,8 +47,8 @@ workload = har_workload(HarSuiteConfig(), progress=False)
 regime = REGIMES[config["regime"]]
 train = workload.config_for(regime, int(config["seed"])).replace(rounds=int(config["num-rounds"]),
                                                                threads=int(config["threads"]))
-sim = Simulation(mlp(workload.sizes, seed=int(config["seed"])), layer_spec(regime, len(workload.sizes) - 1),
-                 Federation(workload.clients), train)
+sim = Simulation(mlp(workload.data.sizes, seed=int(config["seed"])), layer_spec(regime, len(workload.data.sizes) - 1),
+                 Federation(workload.data.clients), train)
 times = []
 for r in range(1, sim.config.rounds + 1):
     start = time.perf_counter()

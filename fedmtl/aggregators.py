@@ -1,10 +1,14 @@
 """Server-side aggregation plug-ins: turn a scope's client deltas into the step the server adds.
 
 Pure tensor math, no federation logic. The engine keeps one aggregator instance per sharing scope
-(common layers over all sampled clients; one per task group for task layers) and calls
-``aggregate(updates, weights)`` with ``updates`` of shape ``[n_clients, P]`` (client model minus
-global model, flattened) and ``weights`` of shape ``[n_clients]`` (sample counts). The returned
-``[P]`` tensor is *added* to the global parameters of that scope.
+(common layers over all sampled clients; one per task group for task layers). A round is streamed:
+``begin(size, weights)`` announces ``n`` clients (their sample counts) and ``P`` coordinates, ``fold(updates,
+offset)`` hands over tiles of ``[c, p]`` deltas (client model minus global model) - the next ``c`` clients'
+coordinates ``offset..offset+p`` - in any chunking, and ``finish()`` returns the ``[P]`` step that is *added*
+to the global parameters of that scope. So a round never needs every client's model at once: weighted-sum
+aggregators (FedAvg, FedProx, FedAdam, FedYogi) keep one running ``[P]`` sum; median and trimmed mean must
+keep every value, but sort in coordinate blocks so their peak stays near the ``[n, P]`` store itself.
+``aggregate(updates, weights)`` is the all-at-once form of the same three calls.
 
 Stateful server optimisers (FedAdam, FedYogi) keep their moments per instance, which is why the
 engine needs one instance per scope and why they expose ``state_dict``/``load_state_dict`` for
@@ -35,6 +39,7 @@ __all__ = [
     "make_aggregator",
     "trimmed_mean",
     "validate_updates",
+    "validate_weights",
     "weighted_mean",
 ]
 
@@ -46,8 +51,20 @@ class Aggregator(Protocol):
     name: str
     proximal_mu: float
 
+    def begin(self, size: int, weights: torch.Tensor) -> None:
+        """Start a round: ``weights`` (``[n]``, sample counts) of the ``n`` clients to come, ``size`` = ``P``."""
+        ...
+
+    def fold(self, updates: torch.Tensor, offset: int = 0) -> None:
+        """Take ``[c, p]`` deltas: the next ``c`` clients (in ``begin``'s order) at coordinates ``offset:offset+p``."""
+        ...
+
+    def finish(self) -> torch.Tensor:
+        """Return the ``[P]`` step the server adds to the global params of this scope; ends the round."""
+        ...
+
     def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Return the ``[P]`` step the server adds to the global params of this scope."""
+        """All at once: ``begin``, one ``fold`` of the whole ``[n, P]`` matrix, ``finish``."""
         ...
 
     def state_dict(self) -> dict[str, torch.Tensor | float | int]:
@@ -100,6 +117,19 @@ def validate_updates(name: str, updates: torch.Tensor, weights: torch.Tensor) ->
         )
 
 
+def validate_weights(name: str, weights: torch.Tensor) -> None:
+    """The ``begin`` half of :func:`validate_updates`: one finite, non-negative weight per client, total > 0."""
+    if not isinstance(weights, torch.Tensor) or weights.dim() != 1 or weights.shape[0] == 0:
+        shape = tuple(weights.shape) if isinstance(weights, torch.Tensor) else type(weights).__name__
+        raise FedMTLError(f"aggregator {name!r}: weights must be a non-empty 1-D tensor (one per client), got {shape}")
+    w = weights.double()
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise FedMTLError(f"aggregator {name!r}: weights must be finite and non-negative, got {weights.tolist()}")
+    total = float(w.sum())
+    if not total > 0:
+        raise FedMTLError(f"aggregator {name!r}: total client weight must be positive, got {total}")
+
+
 def weighted_mean(updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Sample-weighted mean over clients: ``sum_m N_m * delta_m / sum_m N_m`` (paper eq. 1/2).
 
@@ -124,6 +154,13 @@ def coordinate_median(updates: torch.Tensor) -> torch.Tensor:
     return (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def _trim_count(n: int, beta: float) -> int:
+    k = math.floor(beta * n + 1e-9)
+    if n - 2 * k <= 0:
+        raise FedMTLError(f"trimmed mean with beta={beta} removes all {n} client updates (trims {k} per side)")
+    return k
+
+
 def trimmed_mean(updates: torch.Tensor, beta: float) -> torch.Tensor:
     """Unweighted coordinate-wise trimmed mean: drop ``floor(beta * n)`` smallest and largest values.
 
@@ -131,11 +168,7 @@ def trimmed_mean(updates: torch.Tensor, beta: float) -> torch.Tensor:
     Raises :class:`FedMTLError` if the trimming would leave no value to average.
     """
     n = updates.shape[0]
-    k = math.floor(beta * n + 1e-9)
-    if n - 2 * k <= 0:
-        raise FedMTLError(
-            f"trimmed mean with beta={beta} removes all {n} client updates (trims {k} per side)"
-        )
+    k = _trim_count(n, beta)
     if k == 0:
         return updates.mean(dim=0)
     ordered = torch.sort(updates, dim=0).values
@@ -165,11 +198,135 @@ def _float_option(
 # --------------------------------------------------------------------------------------------
 
 
+class _Streaming:
+    """The round protocol shared by every aggregator: ``begin`` checks the weights, ``fold`` checks each tile
+    (shape, dtype, finiteness) and counts what it covered, ``finish`` refuses a round that was not fully folded."""
+
+    name: str = ""
+    proximal_mu: float = 0.0
+    _weights: torch.Tensor | None = None
+
+    def begin(self, size: int, weights: torch.Tensor) -> None:
+        validate_weights(self.name, weights)
+        self._size, self._weights = int(size), weights.double()
+        self._rows: dict[int, int] = {}  # offset -> clients folded at that offset so far
+        self._covered = 0
+        self._start()
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def fold(self, updates: torch.Tensor, offset: int = 0) -> None:
+        if self._weights is None:
+            raise FedMTLError(f"aggregator {self.name!r}: fold() before begin()")
+        if not isinstance(updates, torch.Tensor) or updates.dim() != 2 or not updates.is_floating_point():
+            got = (tuple(updates.shape), updates.dtype) if isinstance(updates, torch.Tensor) else type(updates)
+            raise FedMTLError(f"aggregator {self.name!r}: updates must be a 2-D floating tensor, got {got}")
+        c, p = updates.shape
+        first = self._rows.get(offset, 0)
+        if first + c > len(self._weights) or offset < 0 or offset + p > self._size:
+            raise FedMTLError(f"aggregator {self.name!r}: tile of {c} clients x {p} coordinates at offset {offset} "
+                              f"falls outside the round ({len(self._weights)} clients x {self._size})")
+        # a row's sum is NaN/Inf iff the row holds NaN/Inf (or overflows float range): one pass, no temporaries
+        bad = int((~torch.isfinite(updates.sum(dim=1))).sum())
+        if bad:
+            raise DivergedError(f"aggregator {self.name!r}: {bad} of {c} client(s) sent non-finite values (NaN/Inf) "
+                                "in their update")
+        self._fold(updates, first, offset)
+        self._rows[offset] = first + c
+        self._covered += c * p
+
+    def _fold(self, updates: torch.Tensor, first: int, offset: int) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> torch.Tensor:
+        if self._weights is None:
+            raise FedMTLError(f"aggregator {self.name!r}: finish() before begin()")
+        expected = len(self._weights) * self._size
+        if self._covered != expected:
+            raise FedMTLError(f"aggregator {self.name!r}: the round folded {self._covered} of {expected} "
+                              "client-coordinates")
+        try:
+            return self._finish()
+        finally:
+            self._weights = None
+            self._release()
+
+    def _finish(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        pass
+
+    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        validate_updates(self.name, updates, weights)
+        self.begin(updates.shape[1], weights)
+        try:
+            self.fold(updates)
+        except BaseException:
+            self._weights = None
+            self._release()
+            raise
+        return self.finish()
+
+
+class _WeightedSum(_Streaming):
+    """Folds tiles into the running sample-weighted mean: memory ``[P]`` whatever the number of clients."""
+
+    def _start(self) -> None:
+        self._sum: torch.Tensor | None = None
+        self._scale = self._weights / self._weights.sum()  # normalised first, as weighted_mean does
+
+    def _fold(self, updates: torch.Tensor, first: int, offset: int) -> None:
+        if self._sum is None:
+            self._sum = torch.zeros(self._size, dtype=updates.dtype, device=updates.device)
+        w = self._scale[first: first + updates.shape[0]].to(dtype=updates.dtype, device=updates.device)
+        block = self._sum[offset: offset + updates.shape[1]]
+        block.addmv_(updates.t(), w)
+
+    def _mean(self) -> torch.Tensor:
+        assert self._sum is not None
+        return self._sum
+
+    def _release(self) -> None:
+        self._sum = None
+
+
+class _Stored(_Streaming):
+    """Keeps every client's value (order statistics need them all) and reduces in coordinate blocks, so the
+    sort's values and indices never exceed ``BLOCK_BYTES``-sized slices on top of the ``[n, P]`` store."""
+
+    BLOCK_BYTES = 64 << 20
+    keeps_all_updates = True  # memory planning: this scope holds [n, P] during a round
+
+    def _start(self) -> None:
+        self._store: torch.Tensor | None = None
+
+    def _fold(self, updates: torch.Tensor, first: int, offset: int) -> None:
+        if self._store is None:
+            self._store = torch.empty(len(self._weights), self._size, dtype=updates.dtype, device=updates.device)
+        self._store[first: first + updates.shape[0], offset: offset + updates.shape[1]] = updates
+
+    def _reduce(self, block: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _finish(self) -> torch.Tensor:
+        assert self._store is not None
+        n = self._store.shape[0]
+        step = max(1, self.BLOCK_BYTES // (12 * n))  # sort: values (4 B) + int64 indices (8 B) per entry
+        out = torch.empty(self._size, dtype=self._store.dtype, device=self._store.device)
+        for start in range(0, self._size, step):
+            out[start: start + step] = self._reduce(self._store[:, start: start + step])
+        return out
+
+    def _release(self) -> None:
+        self._store = None
+
+
 class _Stateless:
     """Shared plumbing for aggregators with no server-side state (nothing to checkpoint)."""
 
     name: str = ""
-    proximal_mu: float = 0.0
 
     def state_dict(self) -> dict[str, torch.Tensor | float | int]:
         """Nothing to save: the result depends only on the current round's updates."""
@@ -186,15 +343,13 @@ class _Stateless:
         return f"{type(self).__name__}()"
 
 
-class FedAvg(_Stateless):
-    """McMahan et al. FedAvg: the sample-weighted mean of client deltas, applied as-is."""
+class FedAvg(_Stateless, _WeightedSum):
+    """McMahan et al. FedAvg: the sample-weighted mean of client deltas, applied as-is (server lr 1)."""
 
     name = "fedavg"
 
-    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Weighted mean of the client deltas (server learning rate 1)."""
-        validate_updates(self.name, updates, weights)
-        return weighted_mean(updates, weights)
+    def _finish(self) -> torch.Tensor:
+        return self._mean()
 
 
 class FedProx(FedAvg):
@@ -214,7 +369,7 @@ class FedProx(FedAvg):
         return f"FedProx(mu={self.proximal_mu})"
 
 
-class _AdaptiveServerOpt:
+class _AdaptiveServerOpt(_WeightedSum):
     """Reddi et al. (2021) "Adaptive Federated Optimization" server optimisers.
 
     ``delta`` is the weighted mean client update; ``m = b1 m + (1 - b1) delta``; the second moment
@@ -239,10 +394,17 @@ class _AdaptiveServerOpt:
     def _second_moment(self, v: torch.Tensor, delta_sq: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def begin(self, size: int, weights: torch.Tensor) -> None:
+        if self.m is not None and self.m.shape[0] != size:
+            raise FedMTLError(
+                f"aggregator {self.name!r}: update has {size} parameters but the optimiser state has "
+                f"{self.m.shape[0]}; use one aggregator instance per sharing scope"
+            )
+        super().begin(size, weights)
+
+    def _finish(self) -> torch.Tensor:
         """One server-optimiser step on the weighted mean update; returns ``lr * m / (sqrt(v) + tau)``."""
-        validate_updates(self.name, updates, weights)
-        delta = weighted_mean(updates, weights)
+        delta = self._mean()
         p = delta.shape[0]
         if self.m is None or self.v is None:
             self.m = torch.zeros_like(delta)
@@ -323,18 +485,17 @@ class FedYogi(_AdaptiveServerOpt):
         return v - (1.0 - self.beta2) * delta_sq * torch.sign(v - delta_sq)
 
 
-class Median(_Stateless):
+class Median(_Stateless, _Stored):
     """Coordinate-wise median over clients (unweighted): robust to a minority of outlier clients."""
 
     name = "median"
 
-    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _reduce(self, block: torch.Tensor) -> torch.Tensor:
         """True median per coordinate (mean of the two middle values for an even client count)."""
-        validate_updates(self.name, updates, weights)
-        return coordinate_median(updates)
+        return coordinate_median(block)
 
 
-class TrimmedMean(_Stateless):
+class TrimmedMean(_Stateless, _Stored):
     """Coordinate-wise trimmed mean (unweighted): drops the ``floor(beta * n)`` extremes on each side."""
 
     name = "trimmed_mean"
@@ -342,13 +503,17 @@ class TrimmedMean(_Stateless):
     def __init__(self, beta: float = 0.1) -> None:
         self.beta = _float_option(self.name, "beta", beta, lo=0.0, hi=0.5, hi_open=True)
 
-    def aggregate(self, updates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Mean of the values left per coordinate after trimming both tails."""
-        validate_updates(self.name, updates, weights)
-        try:
-            return trimmed_mean(updates, self.beta)
+    def begin(self, size: int, weights: torch.Tensor) -> None:
+        super().begin(size, weights)
+        try:  # fail before the round's values are stored, not after
+            _trim_count(len(weights), self.beta)
         except FedMTLError as exc:
+            self._weights = None
             raise FedMTLError(f"aggregator {self.name!r}: {exc}") from None
+
+    def _reduce(self, block: torch.Tensor) -> torch.Tensor:
+        """Mean of the values left per coordinate after trimming both tails."""
+        return trimmed_mean(block, self.beta)
 
     def __repr__(self) -> str:
         return f"TrimmedMean(beta={self.beta})"

@@ -123,7 +123,7 @@ class StackedMLP:
         have already finished, and every update is a plain scalar-lr in-place op."""
         steps = schedule.client_steps()
         order = torch.argsort(steps, descending=True, stable=True)
-        identity = bool((order == torch.arange(len(order))).all())
+        identity = bool((order == torch.arange(len(order), device=order.device)).all())
         moved = [params, sgd.buffers, sgd.anchors, sgd.prox]
         work = moved if identity else [{n: t.index_select(0, order) for n, t in d.items()} for d in moved]
         p, buffers, anchors, prox = work

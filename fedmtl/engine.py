@@ -1,18 +1,26 @@
-"""The in-process simulation engine: Algorithm 1 of the paper, all sampled clients of a round trained together.
+"""The in-process simulation engine: Algorithm 1 of the paper, a round's sampled clients trained in chunks.
 
 State lives where the paper puts it: one copy of the common layers, one copy of the task layers per task
-group, one copy of the personal layers per client. Each round samples K clients per task group, assembles
-their models as client-stacked tensors, runs the local SGD of all of them at once through a backend, and
-aggregates: common layers over all sampled clients (eq. 1), task layers inside each group (eq. 2). Personal
-layers are written back to their client and never reach an aggregator.
+group, one copy of the personal layers per client - for clients that have trained; the others' is the initial
+value, implied (:class:`~fedmtl.client_state.ClientStates`). Each round samples K clients per task group and
+streams them: a chunk of clients (as many as the memory budget holds) is assembled as client-stacked tensors,
+trained through a backend, and folded into the aggregators' running sums (common layers over all sampled
+clients, eq. 1; task layers inside each group, eq. 2) before the next chunk is assembled. The global layers
+change only once every chunk has been folded, so the result does not depend on the chunking. Memory is
+O(chunk x model + shared layers + client state), never O(sampled clients x model). Personal layers are written
+back to their client and never reach an aggregator.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -22,19 +30,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fedmtl.backends import make_backend
-from fedmtl.checkpoint import load_checkpoint, save_checkpoint
+from fedmtl.checkpoint import load_checkpoint, resume_checkpoint, save_checkpoint
+from fedmtl.client_state import ClientStates
 from fedmtl.config import TrainConfig
+from fedmtl.devices import free_memory, resolve_device
 from fedmtl.errors import CheckpointError, ConfigError, DivergedError
 from fedmtl.federation import Federation
 from fedmtl.layers import LayerSpec, LayerType, partition
 from fedmtl.local import train_phases, trainable_names
 from fedmtl.losses import correct_and_count
 from fedmtl.metrics import summarize
+from fedmtl.schedule import BatchSchedule
 from fedmtl.server_state import Roster, ServerState
 
-__all__ = ["Simulation", "split_stem", "prepare_model", "stem_features"]
+__all__ = ["Simulation", "MemoryPlan", "split_stem", "prepare_model", "stem_features"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 2
 Params = dict[str, torch.Tensor]
 
 
@@ -72,12 +84,48 @@ def prepare_model(model: nn.Module, spec: LayerSpec, backend_name: str
             {n: backend.to_native(n, p.detach()) for n, p in head_params.items()})
 
 
-def stem_features(stem: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
-    """Inputs as the head sees them: through the frozen stem once, in chunks."""
+def stem_features(stem: nn.Module | None, x: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Inputs as the head sees them on ``device``: through the frozen stem once, in chunks."""
     if stem is None:
-        return x.float()
+        return x.to(device=device, dtype=torch.float32)
     with torch.no_grad():
-        return torch.cat([stem(chunk.float()) for chunk in x.split(4096)]) if len(x) else x.float()
+        if not len(x):
+            return x.to(device=device, dtype=torch.float32)
+        return torch.cat([stem(chunk.to(device=device, dtype=torch.float32)) for chunk in x.split(4096)])
+
+
+def _nbytes(params: Params) -> int:
+    return sum(t.numel() * t.element_size() for t in params.values())
+
+
+class MemoryPlan:
+    """How a round fits the memory budget: clients per chunk, and whether per-client state goes to disk.
+
+    ``fixed`` is what the run holds whatever the chunking (global layers, aggregator state, data);
+    ``client`` one chunk member's working set (its stacked model, a Ditto copy, momentum buffers, its share
+    of the backend's temporaries); ``state`` one trained client's stored values. Per-client state stays in
+    memory while every registered client's would fit in half of what the budget leaves after ``fixed``.
+    """
+
+    def __init__(self, budget: int, fixed: int, client: int, state: int, clients: int, sampled: int,
+                 derived: bool) -> None:
+        self.budget, self.fixed, self.client, self.state = budget, fixed, client, state
+        minimum = fixed + client
+        if budget < minimum:
+            raise ConfigError(f"config memory_budget {budget} bytes is too small for one client: at least "
+                              f"{minimum} bytes ({minimum / 2**20:.0f} MiB) for this model and data")
+        spare = budget - fixed
+        self.on_disk = state * clients > spare // 2
+        if not self.on_disk:
+            spare -= state * clients
+        self.chunk = max(1, min(sampled, spare // max(client, 1)))
+        self.derived = derived
+
+    def describe(self) -> dict[str, Any]:
+        return {"budget": self.budget, "fixed": self.fixed, "client": self.client, "state": self.state,
+                "chunk": self.chunk, "state_on_disk": self.on_disk, "derived": self.derived}
+
+
 
 
 class Simulation:
@@ -85,7 +133,7 @@ class Simulation:
 
     The server side (global common and task layers, aggregators, generator, sampling, schedules, aggregation)
     is a :class:`ServerState`, the same one the Flower server uses; this class adds the clients' side: their
-    data, personal layers and the stacked local training of all sampled clients at once.
+    data, their per-client state and the streamed, stacked local training of a round's sampled clients.
     """
 
     def __init__(self, model: nn.Module, spec: LayerSpec, federation: Federation, config: TrainConfig, *,
@@ -93,33 +141,79 @@ class Simulation:
         self.config = config
         self.federation = federation
         self.spec = spec
-        self.stem, self.backend, self.types, native = prepare_model(model, spec, config.backend)
+        self.device = resolve_device(config.device)
+        stem, self.backend, self.types, native = prepare_model(model, spec, config.backend)
+        self.stem = copy.deepcopy(stem).to(self.device) if stem is not None else None  # the caller's model stays
+        native = {n: t.to(self.device) for n, t in native.items()}
         self.names = {t: [n for n, nt in self.types.items() if nt is t] for t in LayerType}
-
-        m = len(federation)
-        self.server = ServerState(config, Roster.of(federation), self.types, native)
-        self.frozen: Params = {n: native[n] for n in self.names[LayerType.PRETRAINED]}
-        self.personal: Params = {n: native[n].unsqueeze(0).repeat(m, *[1] * native[n].dim())
-                                 for n in self.names[LayerType.PERSONAL]}
-        self.shadow: Params = {}  # Ditto: each client's personal copy of the shared layers
         if config.ditto_lambda:
             if self.names[LayerType.PERSONAL]:
                 raise ConfigError("ditto_lambda needs a model without personal layers: Ditto's personal model is a "
                                   "full copy of the shared one")
             if config.keep_optimizer_state:
                 raise ConfigError("ditto_lambda cannot be combined with keep_optimizer_state yet")
-            self.shadow = {n: native[n].unsqueeze(0).repeat(m, *[1] * native[n].dim()) for n in self._shared()}
-        self.buffers: Params = {}
-        if config.keep_optimizer_state and config.momentum:
-            self.buffers = {n: torch.zeros(m, *native[n].shape) for n in self._trainable()}
+        self.server = ServerState(config, Roster.of(federation), self.types, native)
+        self.frozen: Params = {n: native[n] for n in self.names[LayerType.PRETRAINED]}
         self.round_index = 0
+        self.last_clients = torch.zeros(0, dtype=torch.int64)  # who trained in the latest round
         self.history: list[dict[str, Any]] = []
         self.timings: list[float] = []
         self._prepare_data()
         self.fingerprint = self._fingerprint(model)
         self.checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-        if self.checkpoint_path is not None and self.checkpoint_path.exists():
-            self.load_state_dict(load_checkpoint(self.checkpoint_path))
+        saved = load_checkpoint(self.checkpoint_path) if self.checkpoint_path is not None and \
+            self.checkpoint_path.exists() else None
+
+        # per-client state: initial values only; a client's own values appear when it first trains
+        zero = torch.zeros((), device=self.device)
+        initial = {
+            "personal": {n: native[n] for n in self.names[LayerType.PERSONAL]},
+            "shadow": {n: native[n] for n in self._shared()} if config.ditto_lambda else {},
+            "buffers": ({n: zero.expand(native[n].shape) for n in self._trainable()}
+                        if config.keep_optimizer_state and config.momentum else {}),
+        }
+        self.plan = self._plan(native, sum(_nbytes(v) for v in initial.values()))
+        on_disk = self.plan.on_disk
+        if saved is not None:  # resume with client state kept where the checkpoint kept it
+            on_disk = any(isinstance(saved.get(k), dict) and "versions" in saved[k] for k in initial)
+        root = self._state_root() if on_disk else None
+        self.personal, self.shadow, self.buffers = (
+            ClientStates(initial[k], device=self.device,
+                         directory=root / k if root is not None and initial[k] else None)
+            for k in ("personal", "shadow", "buffers"))
+        if saved is not None:
+            resume_checkpoint(self.checkpoint_path, self.load_state_dict, saved)
+
+    def _state_root(self) -> Path:
+        if self.checkpoint_path is not None:
+            return self.checkpoint_path.parent / "clients"
+        root = Path(tempfile.mkdtemp(prefix="fedmtl-clients-"))
+        weakref.finalize(self, shutil.rmtree, root, ignore_errors=True)
+        return root
+
+    def _plan(self, native: Params, state_bytes: int) -> MemoryPlan:
+        """Size a round's chunks from ``config.memory_budget`` (default: what is free now, halved)."""
+        cfg = self.config
+        trainable = {n: native[n] for n in self._trainable()}
+        task = {n: native[n] for n in self.names[LayerType.TASK]}
+        copies = 2 if cfg.ditto_lambda else 1
+        prox = any(self.server.proximal_mu(t) for t in (LayerType.COMMON, LayerType.TASK)) or cfg.ditto_lambda
+        client = copies * (_nbytes(trainable) * (2 if cfg.momentum else 1) + _nbytes(task) * (2 if prox else 1))
+        sampled = len(self.server.roster)
+        k = cfg.clients_per_task
+        if k != "all":
+            sampled = sum(min(int(k), len(self.server.roster.members(t))) for t in self.server.roster.tasks)
+        scopes = [(self.server.agg_common, self.server.scope_size(LayerType.COMMON) if self.server.common else 0,
+                   sampled)]
+        per_task = self.server.scope_size(LayerType.TASK) if self.server.task else 0
+        scopes += [(agg, per_task, sampled) for agg in self.server.agg_task]
+        aggregator = sum(4 * size * (n if getattr(agg, "keeps_all_updates", False) else 3) for agg, size, n in scopes)
+        data = sum(t.numel() * t.element_size() for t in (self.x_train, self.y_train, self.x_test, self.y_test))
+        workspace = getattr(self.backend, "workspace_bytes", lambda batch: 0)(cfg.batch_size)
+        fixed = _nbytes(self.server.common) + _nbytes(self.server.task) + aggregator + data + workspace
+        derived = cfg.memory_budget is None
+        budget = fixed + free_memory(self.device) // 2 if derived else int(cfg.memory_budget)
+        return MemoryPlan(budget, fixed, client, state_bytes, len(self.server.roster), sampled, derived)
 
     # ------------------------------------------------------------------ server state, by its old names
     @property
@@ -158,36 +252,54 @@ class Simulation:
     def generator(self) -> torch.Generator:
         return self.server.generator
 
+    @property
+    def chunk_size(self) -> int:
+        """Clients trained together per chunk of a round (from the memory plan)."""
+        return self.plan.chunk
+
+    @chunk_size.setter
+    def chunk_size(self, value: int) -> None:
+        self.plan.chunk = max(1, int(value))
+
     # ------------------------------------------------------------------ data
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return stem_features(self.stem, x)
+        return stem_features(self.stem, x, self.device)
 
     def _prepare_data(self) -> None:
+        """Training rows of every client in one flat tensor (each client's rows at its offset); test rows too,
+        flat, padded only per evaluation chunk."""
         clients = self.federation.clients
         self.x_train = torch.cat([self._features(c.x_train) for c in clients])
-        self.y_train = torch.cat([c.y_train for c in clients])
+        self.y_train = torch.cat([c.y_train for c in clients]).to(self.device)
         self.n_train = torch.tensor([c.num_train for c in clients], dtype=torch.int64)
         self.offsets = torch.cumsum(self.n_train, 0) - self.n_train
-        self.x_test, self.y_test, self.test_valid = self._padded_test(self.federation)
+        self.x_test = torch.cat([self._features(c.x_test) for c in clients])
+        self.y_test = torch.cat([c.y_test for c in clients]).to(self.device)
+        self.n_test = torch.tensor([c.num_test for c in clients], dtype=torch.int64)
+        self.test_offsets = torch.cumsum(self.n_test, 0) - self.n_test
 
-    def _padded_test(self, federation: Federation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Test sets stacked to ``[clients, max_test, ...]`` with a validity mask, for one batched forward."""
-        clients = federation.clients
-        n_test = max(c.num_test for c in clients)
-        feats = [self._features(c.x_test) for c in clients]
-        x = torch.zeros(len(clients), n_test, *feats[0].shape[1:])
-        y = torch.zeros(len(clients), n_test, *clients[0].y_test.shape[1:], dtype=clients[0].y_test.dtype)
-        valid = torch.zeros(len(clients), n_test, dtype=torch.bool)
-        for i, (c, f) in enumerate(zip(clients, feats, strict=True)):
-            x[i, : c.num_test] = f
-            y[i, : c.num_test] = c.y_test
-            valid[i, : c.num_test] = True
+    def _padded(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """``[clients, longest, ...]`` stacks with a validity mask, padded to the longest of these clients."""
+        width = max(len(x) for x in xs)
+        x = torch.zeros(len(xs), width, *xs[0].shape[1:], device=self.device)
+        y = torch.zeros(len(ys), width, *ys[0].shape[1:], dtype=ys[0].dtype, device=self.device)
+        valid = torch.zeros(len(xs), width, dtype=torch.bool, device=self.device)
+        for i, (xi, yi) in enumerate(zip(xs, ys, strict=True)):
+            x[i, : len(xi)] = xi
+            y[i, : len(yi)] = yi
+            valid[i, : len(xi)] = True
         return x, y, valid
 
+    def test_batch(self, clients: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The test sets of ``clients`` stacked for one batched forward, padded to the longest among them."""
+        rows = [slice(int(self.test_offsets[c]), int(self.test_offsets[c] + self.n_test[c])) for c in clients]
+        return self._padded([self.x_test[r] for r in rows], [self.y_test[r] for r in rows])
+
     def _fingerprint(self, model: nn.Module) -> str:
-        """What a checkpoint must match to be resumed: config (minus run length and threads), model, data."""
+        """What a checkpoint must match to be resumed: config (minus run length, threads, device and memory
+        budget), model, data."""
         cfg = self.config.to_dict()
-        for key in ("rounds", "threads", "eval_every"):
+        for key in TrainConfig.RUN_ONLY:
             cfg.pop(key)
         h = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
         h.update(json.dumps(self.spec.describe(), sort_keys=True).encode())
@@ -196,7 +308,8 @@ class Simulation:
             h.update(str(tuple(p.shape)).encode())
         for c in self.federation.clients:
             h.update(f"{c.id}|{c.task}|{c.num_train}|{c.num_test}".encode())
-        h.update(self.x_train.numpy().tobytes()[:1 << 20])
+        row_bytes = max(1, self.x_train[:1].numel() * 4)
+        h.update(self.x_train[: (1 << 20) // row_bytes + 1].cpu().numpy().tobytes()[:1 << 20])
         return h.hexdigest()[:16]
 
     # ------------------------------------------------------------------ model assembly
@@ -209,37 +322,34 @@ class Simulation:
     def _assemble(self, clients: torch.Tensor, *, copy: bool) -> Params:
         """Client-stacked parameters: common broadcast, task gathered by group, personal gathered by client."""
         c = len(clients)
-        shared = self.server.shared_for(clients, copy=copy)
-        out: Params = {}
+        out = self.server.shared_for(clients, copy=copy)
+        personal = self.personal.gather(clients)
         for n, t in self.types.items():
             if t is LayerType.PRETRAINED:
                 out[n] = self.frozen[n].expand(c, *self.frozen[n].shape)
             elif t is LayerType.PERSONAL:
-                out[n] = self.personal[n].index_select(0, clients)
-            else:
-                out[n] = shared[n]
-        return out
+                out[n] = personal[n]
+        return {n: out[n] for n in self.types}
 
     def _client_models(self, clients: torch.Tensor) -> Params:
         """The models clients actually use: their assembled layers, or with Ditto their personal copies."""
         params = self._assemble(clients, copy=False)
-        for n, t in self.shadow.items():
-            params[n] = t.index_select(0, clients)
+        params.update(self.shadow.gather(clients))
         return params
 
     def client_state_dict(self, client_id: str) -> dict[str, torch.Tensor]:
-        """The full model of one client (its common + its task + its personal layers) in torch layout."""
+        """The full model of one client (its common + its task + its personal layers) in torch layout, on the CPU."""
         index = [c.id for c in self.federation.clients].index(client_id)
         params = self._client_models(torch.tensor([index]))
-        return {n: self.backend.from_native(n, p[0]) for n, p in params.items()}
+        return {n: self.backend.from_native(n, p[0]).cpu() for n, p in params.items()}
 
     # ------------------------------------------------------------------ one round
     def sample_clients(self) -> torch.Tensor:
         """K clients per task group without replacement, from the run's generator (so resumable)."""
         return self.server.sample_clients()
 
-    def _local_training(self, clients: torch.Tensor, params: Params) -> None:
-        """E local epochs for every sampled client at once.
+    def _train_chunk(self, clients: torch.Tensor, schedules: list[BatchSchedule]) -> Params:
+        """E local epochs for a chunk of sampled clients at once; returns their trained layers (stacked).
 
         With Ditto (``ditto_lambda > 0``) each client trains two models on the same batches: its copy of the
         global model (aggregated afterwards) and its personal model, pulled towards the round's global model by
@@ -247,24 +357,32 @@ class Simulation:
         """
         cfg = self.config
         c = len(clients)
+        ditto = bool(self.shadow.names)
+        work = self._assemble(clients, copy=True)
+        if ditto:
+            for n in list(work):
+                both = torch.empty((2 * c, *work[n].shape[1:]), dtype=work[n].dtype, device=self.device)
+                both[:c] = work[n]
+                both[c:] = self.shadow.gather(clients, [n])[n] if n in self.shadow.names else work[n]
+                work[n] = both
         prox: Params = {}
         for layer_type in (LayerType.COMMON, LayerType.TASK):
             mu = self.server.proximal_mu(layer_type)
             for n in self.names[layer_type]:
                 if mu or cfg.ditto_lambda:
-                    prox[n] = torch.full((c,), mu)
-        work = params
-        if self.shadow:
-            work = {n: torch.cat([t, self.shadow[n].index_select(0, clients) if n in self.shadow else t])
-                    for n, t in params.items()}
-            prox = {n: torch.cat([mu, torch.full((c,), float(cfg.ditto_lambda))]) for n, mu in prox.items()}
-        anchors = {n: torch.cat([params[n]] * (2 if self.shadow else 1)) for n in prox}
-        if self.buffers:
-            buffers = {n: b.index_select(0, clients) for n, b in self.buffers.items()}
+                    prox[n] = torch.full((c,), mu, device=self.device)
+        twice = clients.repeat(2) if ditto else clients
+        if ditto:
+            prox = {n: torch.cat([mu, torch.full((c,), float(cfg.ditto_lambda), device=self.device)])
+                    for n, mu in prox.items()}
+        # every anchor is the round's global model: broadcast views, no per-client copy of the common layers
+        anchors = {n: t for n, t in self.server.shared_for(twice, copy=False).items() if n in prox}
+        if self.buffers.names:
+            buffers = self.buffers.gather(clients)
         else:
             buffers = {n: torch.zeros_like(work[n]) for n in self._trainable()} if cfg.momentum else {}
-        schedules = self.server.draw_schedules(clients, self.offsets[clients])
-        if self.shadow:
+        schedules = [s.to(self.device) for s in schedules]
+        if ditto:
             schedules = [s.repeat_clients(2) for s in schedules]
         train_phases(self.backend, self.types, work, self.x_train, self.y_train, schedules, cfg, prox=prox,
                      anchors=anchors, buffers=buffers)
@@ -273,51 +391,71 @@ class Simulation:
         # temporaries: 30x faster than isfinite() on 100 clients' 44 MB heads.
         bad = torch.stack([~torch.isfinite(work[n].flatten(1).sum(1)) for n in trained]).any(0) if trained else None
         if bad is not None and bool(bad.any()):
-            ids = [self.federation.clients[i].id for i in clients.repeat(2 if self.shadow else 1)[bad].tolist()]
+            ids = [self.federation.clients[i].id for i in twice[bad.cpu()].tolist()]
             raise DivergedError(f"round {self.round_index + 1}: local training diverged (NaN/Inf weights) on "
                                 f"{len(set(ids))} client(s), e.g. {ids[0]!r}; lower the learning rate (lr={cfg.lr})")
-        if self.shadow:
-            for n in self._trainable():
-                params[n] = work[n][:c]
-                self.shadow[n][clients] = work[n][c:]
-        if self.buffers:
-            for n, b in buffers.items():
-                self.buffers[n][clients] = b
+        if ditto:
+            self.shadow.scatter(clients, {n: work[n][c:] for n in self.shadow.names})
+            work = {n: t[:c] for n, t in work.items()}
+        if self.buffers.names:
+            self.buffers.scatter(clients, buffers)
+        if self.personal.names:
+            self.personal.scatter(clients, work)
+        return work
 
-    def _aggregate(self, clients: torch.Tensor, params: Params) -> None:
-        self.server.aggregate(clients, params)
-        for n in self.names[LayerType.PERSONAL]:
-            self.personal[n][clients] = params[n]
+    def _stores(self) -> tuple[ClientStates, ...]:
+        return (self.personal, self.shadow, self.buffers)
 
     def step(self) -> None:
-        """One round of Algorithm 1 (without evaluation)."""
+        """One round of Algorithm 1 (without evaluation), streamed in chunks of :attr:`chunk_size` clients."""
         clients = self.sample_clients()
-        params = self._assemble(clients, copy=True)
-        self._local_training(clients, params)
-        self._aggregate(clients, params)
+        self.last_clients = clients
+        schedules = self.server.draw_schedules(clients, self.offsets[clients])  # all up front: same draws as ever
+        self.server.begin_round(clients)
+        for store in self._stores():
+            store.version = self.round_index + 1
+        for start in range(0, len(clients), self.plan.chunk):
+            stop = min(len(clients), start + self.plan.chunk)
+            chunk = clients[start:stop]
+            trained = self._train_chunk(chunk, [s.select(start, stop) for s in schedules])
+            self.server.fold(chunk, trained, in_place=True)
+            del trained
+        self.server.finish_round()
         self.round_index += 1
+        if self.checkpoint_path is None:
+            for store in self._stores():
+                store.commit()
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, chunk: int = 64) -> dict[str, Any]:
-        """Every client's own model on its own test data."""
+        """Every client's own model on its own test data, in chunks no larger than a training chunk."""
         m = len(self.federation)
+        chunk = max(1, min(chunk, self.plan.chunk))
         correct = torch.zeros(m, dtype=torch.int64)
         total = torch.zeros(m, dtype=torch.int64)
         for start in range(0, m, chunk):
             idx = torch.arange(start, min(m, start + chunk))
-            logits = self.backend.forward(self._client_models(idx), self.x_test[idx])
-            c, t = correct_and_count(self.config.loss, logits, self.y_test[idx], self.test_valid[idx])
-            correct[idx], total[idx] = c, t
+            x, y, valid = self.test_batch(idx)
+            logits = self.backend.forward(self._client_models(idx), x)
+            c, t = correct_and_count(self.config.loss, logits, y, valid)
+            correct[idx], total[idx] = c.cpu(), t.cpu()
         clients = self.federation.clients
         return summarize(correct, total, [c.id for c in clients], [c.task for c in clients])
 
-    def evaluate_on(self, federation: Federation, client_id: str) -> dict[str, Any]:
+    def evaluate_on(self, federation: Federation, client_id: str, chunk: int = 64) -> dict[str, Any]:
         """One client's model on every client of another federation: how a centralised model, trained as a
         single pooled client, is scored per subject."""
         state = self._client_models(torch.tensor([[c.id for c in self.federation.clients].index(client_id)]))
-        x, y, valid = self._padded_test(federation)
-        params = {n: p.expand(len(federation), *p.shape[1:]) for n, p in state.items()}
-        correct, total = correct_and_count(self.config.loss, self.backend.forward(params, x), y, valid)
+        m = len(federation)
+        correct = torch.zeros(m, dtype=torch.int64)
+        total = torch.zeros(m, dtype=torch.int64)
+        for start in range(0, m, chunk):
+            part = federation.clients[start: start + chunk]
+            x, y, valid = self._padded([self._features(c.x_test) for c in part],
+                                       [c.y_test.to(self.device) for c in part])
+            params = {n: p.expand(len(part), *p.shape[1:]) for n, p in state.items()}
+            c, t = correct_and_count(self.config.loss, self.backend.forward(params, x), y, valid)
+            correct[start: start + len(part)], total[start: start + len(part)] = c.cpu(), t.cpu()
         clients = federation.clients
         return summarize(correct, total, [c.id for c in clients], [c.task for c in clients])
 
@@ -338,6 +476,8 @@ class Simulation:
                 bar.set_postfix(acc=f"{metrics['accuracy']:.2f}")
             if self.checkpoint_path is not None:
                 save_checkpoint(self.checkpoint_path, self.state_dict())
+                for store in self._stores():
+                    store.commit()  # the checkpoint no longer needs the files this round superseded
             bar.update(1)
         bar.close()
         return self.history
@@ -345,28 +485,28 @@ class Simulation:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         return {
-            "format": 1,
+            "format": CHECKPOINT_FORMAT,
             "fingerprint": self.fingerprint,
             "round": self.round_index,
             "common": self.common,
             "task": self.task,
-            "personal": self.personal,
-            "shadow": self.shadow,
-            "buffers": self.buffers,
+            "personal": self.personal.state_dict(),
+            "shadow": self.shadow.state_dict(),
+            "buffers": self.buffers.state_dict(),
             "aggregators": self.server.state_dict()["aggregators"],
             "rng": self.generator.get_state(),
             "history": self.history,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("format") != 1:
-            raise CheckpointError(f"checkpoint format {state.get('format')!r} is not supported (expected 1)")
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"checkpoint format {state.get('format')!r} is not supported (expected "
+                                  f"{CHECKPOINT_FORMAT}); use a fresh directory")
         if state.get("fingerprint") != self.fingerprint:
             raise CheckpointError("checkpoint was written by a different config, model or dataset "
                                   f"({state.get('fingerprint')} != {self.fingerprint}); use a fresh directory")
         self.server.load_state_dict(state)
-        self.personal = {n: t.clone() for n, t in state["personal"].items()}
-        self.shadow = {n: t.clone() for n, t in state.get("shadow", {}).items()}
-        self.buffers = {n: t.clone() for n, t in state["buffers"].items()}
+        for name, store in zip(("personal", "shadow", "buffers"), self._stores(), strict=True):
+            store.load_state_dict(state[name])
         self.round_index = int(state["round"])
         self.history = list(state["history"])

@@ -14,9 +14,11 @@ transposed (``[features, batch]``), which is the fast orientation for a skinny (
 The input layer gets one more step. Its input is data, not a function of the weights, so with plain SGD
 (no momentum, no proximal term) a client's whole local run can be written with the initial weight ``W0``: step
 ``s`` sees ``W_s = W0 - lr * sum_{t<s} dz_t a_t^T``, hence ``W_s a_s = W0 a_s - lr * sum_{t<s} dz_t (a_t^T a_s)``.
-So the input layer's forward for all of a client's steps is one matmul ``W0 @ [a_0 .. a_S]`` (plus rank-16
-corrections through the small Gram matrix ``A^T A``), and its S updates are one ``addmm_`` at the end: the
-largest weight (61% of the paper's head) is streamed twice per client instead of three times per step.
+So the input layer's forward for a block of k steps is one matmul ``W0 @ [a_0 .. a_k]`` (plus rank-16
+corrections through the small Gram matrix ``A^T A``), and its k updates are one ``addmm_`` at the block's end:
+the largest weight (61% of the paper's head) is streamed twice per block instead of three times per step.
+The block is bounded (``flush_every``): the Gram matrix and the corrections grow quadratically with k, so an
+unbounded block (a pooled client's ~690 steps) would cost 43x the direct update's FLOPs.
 Same maths as step-by-step SGD; only the order of the floating-point sums differs.
 
 Semantics match the other backends (same :class:`~fedmtl.schedule.BatchSchedule`, momentum buffers,
@@ -64,8 +66,18 @@ class FusedMLP:
 
     name = "fused"
 
+    # Steps per deferred block of the input layer. The Gram matrix and the corrections grow with the block, the
+    # savings (W0 read once per block, not once per step, in a wide matmul) saturate. Measured: one client of the
+    # paper's head (4096-4096-2048-1024-1, batch 16, BCE), 64 steps, 1 thread, CPU time per step (the machine
+    # was shared, so process time, two interleaved passes): k=1 66-67 ms, k=4 51.4, k=8 51.2-53.0,
+    # k=16 51.2-52.8, k=32 53.2, k=64 54.0. So 8: the plateau's start, a 128-column Gram matrix (64 KB).
+    # The old unbounded deferral made that matrix 0.49 GB for a pooled client's 690 steps.
+    flush_every = 8
+
     def __init__(self, head: nn.Module) -> None:
         self.layers = _linear_layers(head)
+        linears = [m for m in head.children() if isinstance(m, nn.Linear)]
+        self.sizes = [linears[0].in_features, *(m.out_features for m in linears)]
 
     @staticmethod
     def supports(head: nn.Module) -> bool:
@@ -129,28 +141,39 @@ class FusedMLP:
 
     def _train_deferred(self, params: Params, c: int, x: torch.Tensor, y: torch.Tensor, schedule: BatchSchedule,
                         n_steps: int, update: set[str], sgd: LocalSGD) -> None:
-        """Client ``c``'s local steps with the input layer's forward batched over all steps and its updates
-        applied once at the end (see the module docstring)."""
+        """Client ``c``'s local steps with the input layer's forward batched over blocks of ``flush_every``
+        steps and its updates applied once per block (see the module docstring)."""
+        for first in range(0, n_steps, self.flush_every):
+            self._deferred_block(params, c, x, y, schedule, first, min(n_steps, first + self.flush_every), update,
+                                 sgd)
+
+    def _deferred_block(self, params: Params, c: int, x: torch.Tensor, y: torch.Tensor, schedule: BatchSchedule,
+                        first: int, stop: int, update: set[str], sgd: LocalSGD) -> None:
         w0 = self.layers[0][0]
-        rows = schedule.rows[:n_steps, c]
-        batch = rows.shape[1]
-        inputs = x.index_select(0, rows.reshape(-1)).t().contiguous()  # [in, S * B]
-        z_all = torch.mm(params[w0][c], inputs)  # W0 @ a_s for every step, one pass over W0
+        rows = schedule.rows[first:stop, c]
+        steps, batch = rows.shape
+        inputs = x.index_select(0, rows.reshape(-1)).t().contiguous()  # [in, k * B]
+        z_all = torch.mm(params[w0][c], inputs)  # W0 @ a_s for every step of the block, one pass over W0
         moves = w0 in update
-        gram = torch.mm(inputs.t(), inputs) if moves and n_steps > 1 else None  # a_t^T a_s
-        grads = torch.empty(z_all.shape[0], n_steps * batch, dtype=z_all.dtype) if moves else None
-        for s in range(n_steps):
+        gram = torch.mm(inputs.t(), inputs) if moves and steps > 1 else None  # a_t^T a_s
+        grads = torch.empty(z_all.shape[0], steps * batch, dtype=z_all.dtype, device=z_all.device) if moves else None
+        for s in range(steps):
             cols = slice(s * batch, (s + 1) * batch)
             z0 = z_all[:, cols].clone()
             if grads is not None and gram is not None and s > 0:
                 z0.addmm_(grads[:, :s * batch], gram[:s * batch, cols], alpha=-sgd.lr)  # earlier steps' updates
             acts = self._forward_one(params, c, inputs[:, cols], z0)
-            dz0 = self._backward(params, c, acts, self._output_grad(acts, y, rows[s], schedule, s, c, sgd), update,
-                                 sgd, skip_input_weight=True)
+            dz0 = self._backward(params, c, acts, self._output_grad(acts, y, rows[s], schedule, first + s, c, sgd),
+                                 update, sgd, skip_input_weight=True)
             if grads is not None:
                 grads[:, cols] = dz0
         if grads is not None:
             params[w0][c].addmm_(grads, inputs.t(), alpha=-sgd.lr)
+
+    def workspace_bytes(self, batch: int) -> int:
+        """Temporaries of one deferred block (inputs, W0 @ inputs, gradients, Gram matrix), for memory plans."""
+        cols = self.flush_every * batch
+        return 4 * (cols * (self.sizes[0] + 2 * self.sizes[1]) + cols * cols)
 
     def _backward(self, params: Params, c: int, acts: list[torch.Tensor], dz: torch.Tensor, update: set[str],
                   sgd: LocalSGD, *, skip_input_weight: bool = False) -> torch.Tensor:

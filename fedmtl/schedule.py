@@ -29,6 +29,15 @@ class BatchSchedule:
     def client_steps(self) -> torch.Tensor:
         return self.active.sum(0)
 
+    def select(self, start: int, stop: int) -> BatchSchedule:
+        """Clients ``start:stop`` only (a streamed chunk), without the trailing steps none of them takes."""
+        active = self.active[:, start:stop]
+        steps = int(active.sum(0).max()) if active.numel() else 0
+        return BatchSchedule(self.rows[:steps, start:stop], self.weight[:steps, start:stop], active[:steps])
+
+    def to(self, device: torch.device) -> BatchSchedule:
+        return BatchSchedule(self.rows.to(device), self.weight.to(device), self.active.to(device))
+
     def repeat_clients(self, times: int) -> BatchSchedule:
         """The same batches for ``times`` copies of every client (Ditto trains two models on one stream)."""
         return BatchSchedule(self.rows.repeat(1, times, 1), self.weight.repeat(1, times, 1),

@@ -81,8 +81,9 @@ class ServerState:
                              for n in self.names[LayerType.TASK]}
         self.agg_common: Aggregator = config.make_aggregator("common")
         self.agg_task: list[Aggregator] = [config.make_aggregator("task") for _ in roster.tasks]
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)  # on the CPU: the same draws on every device
         self._task_index = roster.task_index
+        self.device = next(iter(initial.values())).device if initial else torch.device("cpu")
 
     # ------------------------------------------------------------------ sampling and schedules
     def sample_clients(self) -> torch.Tensor:
@@ -125,7 +126,7 @@ class ServerState:
     def shared_for(self, clients: torch.Tensor, *, copy: bool) -> Params:
         """Client-stacked shared layers: common broadcast, task gathered by each client's group."""
         c = len(clients)
-        tasks = self._task_index[clients]
+        tasks = self._task_index[clients.cpu()].to(self.device)
         out: Params = {}
         for n in self.names[LayerType.COMMON]:
             value = self.common[n].expand(c, *self.common[n].shape)
@@ -134,15 +135,57 @@ class ServerState:
             out[n] = self.task[n].index_select(0, tasks)
         return out
 
-    @staticmethod
-    def _flat_deltas(params: Params, names: list[str], rows: torch.Tensor | None, base: Params,
-                     base_index: int | None) -> torch.Tensor:
-        parts = []
-        for n in names:
-            local = params[n] if rows is None else params[n][rows]
-            ref = base[n] if base_index is None else base[n][base_index]
-            parts.append((local - ref).reshape(local.shape[0], -1))
-        return torch.cat(parts, dim=1)
+    def scope_size(self, layer_type: LayerType) -> int:
+        """Coordinates one client sends for a sharing scope (common, or one task group's layers)."""
+        if layer_type is LayerType.COMMON:
+            return sum(self.common[n].numel() for n in self.names[LayerType.COMMON])
+        return sum(self.task[n][0].numel() for n in self.names[LayerType.TASK])
+
+    def begin_round(self, clients: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """Announce the clients whose updates :meth:`fold` will take (in this order, any chunking), weighted by
+        ``weights`` (default: the roster's training-set sizes)."""
+        weights = self.roster.n_train[clients].float() if weights is None else weights.float()
+        tasks = self._task_index[clients]
+        self._round = (clients, tasks)
+        if self.names[LayerType.COMMON]:
+            self.agg_common.begin(self.scope_size(LayerType.COMMON), weights)
+        if self.names[LayerType.TASK]:
+            for t in tasks.unique().tolist():
+                self.agg_task[t].begin(self.scope_size(LayerType.TASK), weights[tasks == t])
+
+    def fold(self, clients: torch.Tensor, params: Params, *, in_place: bool = False) -> None:
+        """Hand the trained shared layers of the next ``clients`` (stacked in that order) to the aggregators,
+        one tensor at a time: no flattened ``[clients, P]`` matrix is built. With ``in_place`` the common
+        layers of ``params`` are turned into deltas where they lie (the caller no longer needs them)."""
+        common = self.names[LayerType.COMMON]
+        offset = 0
+        for n in common:
+            local = params[n]
+            delta = local.sub_(self.common[n]) if in_place else local - self.common[n]
+            self.agg_common.fold(delta.reshape(len(clients), -1), offset)
+            offset += self.common[n].numel()
+        task_names = self.names[LayerType.TASK]
+        if task_names:
+            tasks = self._task_index[clients]
+            for t in tasks.unique().tolist():
+                rows = (tasks == t).nonzero().squeeze(1).to(params[task_names[0]].device)
+                offset = 0
+                for n in task_names:
+                    delta = params[n].index_select(0, rows).sub_(self.task[n][t])
+                    self.agg_task[t].fold(delta.reshape(len(rows), -1), offset)
+                    offset += self.task[n][t].numel()
+
+    def finish_round(self) -> None:
+        """Add each scope's aggregated step to the global layers (after every chunk has been folded)."""
+        clients, tasks = self._round
+        common = self.names[LayerType.COMMON]
+        if common:
+            self._apply_step(self.agg_common.finish(), common, self.common, None)
+        task_names = self.names[LayerType.TASK]
+        if task_names:
+            for t in tasks.unique().tolist():
+                self._apply_step(self.agg_task[t].finish(), task_names, self.task, t)
+        del self._round
 
     @staticmethod
     def _apply_step(step: torch.Tensor, names: list[str], target: Params, index: int | None) -> None:
@@ -157,20 +200,12 @@ class ServerState:
         """Common layers over all ``clients`` (eq. 1), task layers inside each group (eq. 2), sample-weighted.
 
         ``params`` holds the clients' trained layers stacked in the order of ``clients``; only common and task
-        entries are read. ``weights`` defaults to the roster's training-set sizes.
+        entries are read. ``weights`` defaults to the roster's training-set sizes. The one-chunk form of
+        :meth:`begin_round`, :meth:`fold` and :meth:`finish_round`.
         """
-        weights = self.roster.n_train[clients].float() if weights is None else weights.float()
-        common = self.names[LayerType.COMMON]
-        if common:
-            deltas = self._flat_deltas(params, common, None, self.common, None)
-            self._apply_step(self.agg_common.aggregate(deltas, weights), common, self.common, None)
-        task_names = self.names[LayerType.TASK]
-        if task_names:
-            tasks = self._task_index[clients]
-            for t in tasks.unique().tolist():
-                rows = (tasks == t).nonzero().squeeze(1)
-                deltas = self._flat_deltas(params, task_names, rows, self.task, t)
-                self._apply_step(self.agg_task[t].aggregate(deltas, weights[rows]), task_names, self.task, t)
+        self.begin_round(clients, weights)
+        self.fold(clients, params)
+        self.finish_round()
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -182,8 +217,8 @@ class ServerState:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.common = {n: t.clone() for n, t in state["common"].items()}
-        self.task = {n: t.clone() for n, t in state["task"].items()}
+        self.common = {n: t.to(self.device, copy=True) for n, t in state["common"].items()}
+        self.task = {n: t.to(self.device, copy=True) for n, t in state["task"].items()}
         self.agg_common.load_state_dict(state["aggregators"]["common"])
         for agg, sd in zip(self.agg_task, state["aggregators"]["task"], strict=True):
             agg.load_state_dict(sd)

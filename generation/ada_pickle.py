@@ -28,10 +28,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fedmtl.inert import InertCallable, InertStateError, InertType
 from generation.errors import NetworkError
 from generation.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
-__all__ = ["AdaUnpickler", "PersistentRecord", "load_ada_pickle", "stylegan2_from_pickle", "stylegan2_from_record"]
+__all__ = ["ALLOWED_GLOBALS", "AdaUnpickler", "PersistentRecord", "load_ada_pickle", "stylegan2_from_pickle",
+           "stylegan2_from_record"]
 
 
 class _Refused(Exception):
@@ -67,7 +69,7 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
     return PersistentRecord(name, dict(state))
 
 
-class _EasyDict(dict):
+class _EasyDict(dict, metaclass=InertType):
     """``dnnlib.util.EasyDict`` as a plain dict (pickled as NEWOBJ + SETITEMS + an empty BUILD)."""
 
     def __setstate__(self, state: Any) -> None:
@@ -140,7 +142,9 @@ def _empty_bytes(*args: Any) -> bytes:
 
 
 # (module, name) as written in the file -> inert replacement. Protocol-2 files spell builtins "__builtin__".
-_ALLOWED: dict[tuple[str, str], Callable[..., Any] | type] = {
+# Functions are handed out wrapped (InertCallable), so BUILD on a looked-up global changes nothing; _EasyDict is
+# InertType, and OrderedDict and set are immutable built-in types.
+_STANDINS: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("dnnlib.util", "EasyDict"): _EasyDict,
     ("collections", "OrderedDict"): OrderedDict,
@@ -156,6 +160,12 @@ _ALLOWED: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("numpy.core.multiarray", "scalar"): _np_scalar,
     ("numpy._core.multiarray", "scalar"): _np_scalar,
 }
+_ALLOWED: dict[tuple[str, str], Any] = {
+    key: InertCallable(value, ".".join(key)) if not isinstance(value, type) else value
+    for key, value in _STANDINS.items()
+}
+ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(_ALLOWED)
+"""The (module, name) globals a network pickle may name; each resolves to an inert stand-in."""
 
 
 class AdaUnpickler(pickle.Unpickler):
@@ -186,7 +196,7 @@ def load_ada_pickle(path: str | os.PathLike[str]) -> dict[str, Any]:
             obj = AdaUnpickler(fh, source).load()
     except NetworkError:
         raise
-    except _Refused as exc:
+    except (_Refused, InertStateError) as exc:
         raise NetworkError(f"{source}: refused pickle content: {exc}") from None
     except FileNotFoundError:
         raise NetworkError(f"{source}: file not found") from None

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fedmtl.cliargs import positive_int
+from fedmtl.cliargs import OneLineParser, positive_int
 from fedmtl.errors import FedMTLError
 from generation.networks import describe, load_network
 from generation.sampling import generate, parse_seeds
@@ -31,7 +31,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m generation", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m generation", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="write one PNG per seed plus OUT/manifest.jsonl")
     gen.add_argument("--network", default=DEFAULT_NETWORK,

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from fedmtl.cliargs import OneLineParser
 from labeling.attributes import load_attributes
 from labeling.errors import LabelingError
 
@@ -38,7 +39,7 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m labeling", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m labeling", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, images: bool = True) -> None:

@@ -21,8 +21,10 @@ from typing import IO, Any
 import numpy as np
 
 from fedmtl.errors import DatasetError
+from fedmtl.inert import InertCallable, InertStateError, InertType
 
-__all__ = ["RestrictedUnpickler", "Table", "frames_to_tables", "load_pickle_gz", "load_hapt_tables"]
+__all__ = ["ALLOWED_GLOBALS", "RestrictedUnpickler", "Table", "frames_to_tables", "load_pickle_gz",
+           "load_hapt_tables"]
 
 Table = dict[str, np.ndarray]
 """One DataFrame as an ordered ``column name -> 1-D array`` mapping (all columns the same length)."""
@@ -36,7 +38,7 @@ class _Refused(Exception):
     """A stand-in was handed state it does not accept (wrong type, dtype, size...)."""
 
 
-class _Stub:
+class _Stub(metaclass=InertType):
     """Base of the inert stand-ins: instances only remember the state pickle hands them."""
 
     args: tuple[Any, ...] = ()
@@ -75,7 +77,7 @@ class _IndexValue:
         self.d = d
 
 
-class _DtypeStub:
+class _DtypeStub(metaclass=InertType):
     """Stands in for ``numpy.dtype``: validates the type string against a numeric allow-list."""
 
     def __init__(self, spec: Any, align: Any = 0, copy: Any = 1) -> None:
@@ -98,7 +100,7 @@ class _DtypeStub:
         return np.dtype(order + self.spec)
 
 
-class _ArrayStub:
+class _ArrayStub(metaclass=InertType):
     """Stands in for ``numpy.ndarray`` as rebuilt by ``numpy.core.multiarray._reconstruct``.
 
     Numeric state becomes a real (copied, owned) numpy array via ``frombuffer``; object state is kept only
@@ -166,8 +168,10 @@ def _slice(*args: Any) -> slice:
 
 
 # (module, name) -> replacement. Python-2 spellings appear because protocol-2 pickles written by Python 3
-# record them; an overridden find_class receives the names as written.
-_ALLOWED: dict[tuple[str, str], Callable[..., Any] | type] = {
+# record them; an overridden find_class receives the names as written. Functions are handed out wrapped
+# (InertCallable) and the stub classes are InertType, so BUILD on a looked-up global changes nothing;
+# ``object`` is immutable.
+_STANDINS: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("copy_reg", "_reconstructor"): _copyreg_reconstructor,
     ("copyreg", "_reconstructor"): _copyreg_reconstructor,
     ("__builtin__", "object"): object,
@@ -185,6 +189,12 @@ _ALLOWED: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("pandas.core.indexes.base", "Index"): _IndexStub,
     ("pandas.core.indexes.range", "RangeIndex"): _RangeIndexStub,
 }
+_ALLOWED: dict[tuple[str, str], Any] = {
+    key: InertCallable(value, ".".join(key)) if not isinstance(value, type) else value
+    for key, value in _STANDINS.items()
+}
+ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(_ALLOWED)
+"""The (module, name) globals a HAPT pickle may name; each resolves to an inert stand-in."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -217,7 +227,7 @@ def load_pickle_gz(path: str | os.PathLike[str]) -> Any:
             return RestrictedUnpickler(fh, source).load()
     except DatasetError:
         raise
-    except _Refused as exc:
+    except (_Refused, InertStateError) as exc:
         raise DatasetError(f"{source}: pickle content refused ({exc})") from None
     except FileNotFoundError:
         raise DatasetError(f"{source}: file not found") from None

