@@ -1,4 +1,5 @@
-"""``python -m labeling``: serve, stats, export, publish, suggest, users. A thin layer over the library.
+"""``python -m labeling``: serve, stats, export, publish, suggest, users, autolabel, accuracy. A thin layer over the
+library.
 
 Bad input ends with one line on stderr naming the input and the problem, exit status 2, nothing written.
 """
@@ -88,7 +89,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--file", required=True, help="users file (created by `add` if missing)")
         if action != "list":
             p.add_argument("name", help="annotator name")
+    _add_provenance_commands(sub, common, export)
     return parser
+
+
+def _confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
+def _add_provenance_commands(sub, common, export: argparse.ArgumentParser) -> None:
+    """Machine labels and their measurement: autolabel, accuracy, and the export options that use them."""
+    export.add_argument("--min-confidence", type=_confidence, default=0.0,
+                        help="use a model's label (where no person labelled) only at this confidence or above")
+    export.add_argument("--accuracy", metavar="JSON", help="accuracy report (from `accuracy --out`) for the card")
+    autolabel = sub.add_parser("autolabel", help="machine labels for every image (resumable; offline once cached)")
+    common(autolabel)
+    accuracy = sub.add_parser("accuracy", help="each model source against people's labels, per attribute")
+    common(accuracy, images=False)
+    accuracy.add_argument("--split", choices=("tune", "report", "all"), default="report",
+                          help="faces to measure on (report: the half never used for tuning)")
+    accuracy.add_argument("--split-file", metavar="JSONL",
+                          help="rows with sample_id and split (tune/report) that override the hash rule")
+    accuracy.add_argument("--out", metavar="JSON", help="also write the report as JSON (for `export --accuracy`)")
 
 
 def _check_tls(args: argparse.Namespace) -> None:
@@ -168,9 +196,15 @@ def _export(args: argparse.Namespace) -> int:
 
     store = _existing_store(args)
     catalog = load_catalog(args.images, progress=not args.no_progress)
+    accuracy = None
+    if args.accuracy:
+        from labeling.accuracy import load_accuracy
+
+        accuracy = load_accuracy(args.accuracy)
     result = export_dataset(store, catalog, args.out, test_fraction=args.test_fraction, seed=args.seed,
                             ties=args.ties, include_unlabelled=args.include_unlabelled,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, min_confidence=args.min_confidence,
+                            accuracy=accuracy)
     for name, reason in catalog.skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if result.missing_images:
@@ -231,10 +265,32 @@ def _users(args: argparse.Namespace) -> int:
     return 0
 
 
+def _autolabel(args: argparse.Namespace) -> int:
+    from labeling.autolabel import autolabel
+    from labeling.store import LabelStore
+
+    store = LabelStore(args.db, load_attributes(args.attributes))
+    written = autolabel(args.images, store, progress=not args.no_progress)
+    print(f"wrote {written} machine label(s) to {args.db}")
+    return 0
+
+
+def _accuracy(args: argparse.Namespace) -> int:
+    from fedmtl.files import atomic_write
+    from labeling.accuracy import accuracy_report, format_accuracy, read_splits
+
+    splits = read_splits(args.split_file) if args.split_file else None
+    report = accuracy_report(_existing_store(args), args.split, splits=splits)
+    if args.out:
+        atomic_write(args.out, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
+    print(format_accuracy(report))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"serve": _serve, "stats": _stats, "export": _export, "publish": _publish, "suggest": _suggest,
-                "users": _users}
+                "users": _users, "autolabel": _autolabel, "accuracy": _accuracy}
     try:
         return handlers[args.command](args)
     except LabelingError as exc:

@@ -20,11 +20,14 @@ from pathlib import Path
 from labeling.attributes import DEFAULT_ATTRIBUTES, AttributeSet
 from labeling.errors import LabelingError
 
-__all__ = ["Label", "LabelStore", "Progress", "validate_annotator", "validate_item_id", "validate_key"]
+__all__ = ["Label", "LabelStore", "Progress", "Shown", "validate_annotator", "validate_item_id", "validate_key",
+           "validate_model_annotator"]
 
 _ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 _ANNOTATOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+# Machine annotators: model:<source>@<version>. A person's name cannot contain ':', so never looks like one.
+_MODEL_ANNOTATOR = re.compile(r"^model:[a-z0-9][a-z0-9._-]{0,39}@[A-Za-z0-9][A-Za-z0-9._+-]{0,39}$")
 MARK_KINDS = ("skip", "flag")
 
 _SCHEMA = """
@@ -71,11 +74,22 @@ CREATE TABLE IF NOT EXISTS suggestions (
     confidence REAL NOT NULL,
     PRIMARY KEY (item_id, attribute, source)
 );
+CREATE TABLE IF NOT EXISTS shown (
+    save_id INTEGER NOT NULL REFERENCES saves(save_id),
+    item_id TEXT NOT NULL,
+    attribute TEXT NOT NULL,
+    source TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    confidence REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shown_save ON shown (save_id);
 """
+# Columns added after the first release, applied to older databases when they are opened.
+_ADDED_COLUMNS = (("labels", "confidence", "REAL"), ("labels", "sure", "INTEGER"))
 
 _CURRENT = """
-SELECT item_id, annotator, attribute, value, time FROM (
-    SELECT l.item_id, l.annotator, l.attribute, l.value, l.time,
+SELECT item_id, annotator, attribute, value, time, confidence, sure FROM (
+    SELECT l.item_id, l.annotator, l.attribute, l.value, l.time, l.confidence, l.sure,
            ROW_NUMBER() OVER (PARTITION BY l.annotator, l.item_id, l.attribute ORDER BY l.id DESC) AS rn
     FROM labels l JOIN saves s ON s.save_id = l.save_id
     WHERE s.undone = 0 {where}
@@ -96,6 +110,13 @@ def validate_annotator(name: object) -> str:
     return name
 
 
+def validate_model_annotator(name: object) -> str:
+    """A machine annotator's name: ``model:<source>@<version>``."""
+    if not isinstance(name, str) or not _MODEL_ANNOTATOR.match(name):
+        raise LabelingError(f"invalid model annotator {name!r}: expected model:<source>@<version>")
+    return name
+
+
 def validate_key(key: object) -> str:
     """An idempotency key: 8-128 characters of letters, digits, ``._:-`` (a UUID fits)."""
     if not isinstance(key, str) or not _KEY.match(key):
@@ -112,6 +133,20 @@ class Label:
     attribute: str
     value: int
     time: float
+    confidence: float | None = None  # machine labels only
+    sure: int | None = None  # machine labels only: 1 when the model marks the answer as sure
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A suggestion that was pre-selected for a person when they saved (their value is in the same save)."""
+
+    save_id: int
+    item_id: str
+    attribute: str
+    source: str
+    value: int
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -136,6 +171,9 @@ class LabelStore:
         conn = self._conn()
         conn.executescript(_SCHEMA)  # idempotent; executescript manages its own transaction
         with self._write(conn):
+            for table, column, kind in _ADDED_COLUMNS:
+                if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             row = conn.execute("SELECT value FROM meta WHERE key = 'attributes'").fetchone()
             if row is None:
                 conn.execute("INSERT INTO meta VALUES ('attributes', ?)", (attributes.describe(),))
@@ -194,17 +232,23 @@ class LabelStore:
         return [r[0] for r in self._conn().execute("SELECT item_id FROM items ORDER BY position")]
 
     # -- writes ------------------------------------------------------------------------------------------------
-    def save(self, item_id: str, annotator: str, labels: dict[str, object], *, key: str | None = None) -> int:
+    def save(self, item_id: str, annotator: str, labels: dict[str, object], *, key: str | None = None,
+             shown: Sequence[tuple[str, str, str, int, float]] = ()) -> int:
         """Store ``{attribute: value}`` for one item in one transaction; returns the save id (for undo).
 
         With an idempotency ``key``, a repeated call with the same key (a client retrying after a lost reply)
         stores nothing and returns the first call's save id; the key is stored in the same transaction as the rows.
         """
-        return self.save_many(annotator, [(item_id, labels)], key=key)
+        return self.save_many(annotator, [(item_id, labels)], key=key, shown=shown)
 
     def save_many(self, annotator: str, entries: Sequence[tuple[str, dict[str, object]]], *,
-                  key: str | None = None) -> int:
-        """Store labels for several items (a grid page) in one transaction, undone together (``key``: as ``save``)."""
+                  key: str | None = None, shown: Sequence[tuple[str, str, str, int, float]] = ()) -> int:
+        """Store labels for several items (a grid page) in one transaction, undone together (``key``: as ``save``).
+
+        ``shown`` lists the suggestions pre-selected for this person as (item, attribute, source, value,
+        confidence); they are stored with the save, so the labels stay the person's and the changes they made
+        to suggestions can be counted.
+        """
         annotator = validate_annotator(annotator)
         checked = [(validate_item_id(item_id), self.attributes.validate(labels)) for item_id, labels in entries]
         if not checked:
@@ -222,8 +266,52 @@ class LabelStore:
                 "INSERT INTO labels (save_id, item_id, annotator, attribute, value, time) VALUES (?, ?, ?, ?, ?, ?)",
                 [(save_id, item_id, annotator, name, value, now)
                  for item_id, labels in checked for name, value in labels.items()])
+            if shown:
+                conn.executemany("INSERT INTO shown (save_id, item_id, attribute, source, value, confidence) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", [(save_id, *row) for row in shown])
             self._remember(conn, annotator, key, "label", save_id, now)
         return save_id
+
+    def save_machine(self, annotator: str, rows: Sequence[tuple[str, str, int, float, bool]], *,
+                     skip_done: bool = True) -> int:
+        """Store a model's labels, (item, attribute, value, confidence, sure) rows, in one transaction.
+
+        With ``skip_done`` items that already have any label from this model are left alone inside the same
+        transaction, so a rerun (or a second process) never duplicates rows. Returns the rows written.
+        """
+        annotator = validate_model_annotator(annotator)
+        checked = [(validate_item_id(i), self.attributes[a].name, self.attributes[a].index(v), float(c), int(bool(ok)))
+                   for i, a, v, c, ok in rows]
+        if not checked:
+            return 0
+        now = time.time()
+        with self._write() as conn:
+            self._require_items(conn, {i for i, *_ in checked})
+            if skip_done:
+                done = self._machine_done(conn, annotator)
+                checked = [row for row in checked if row[0] not in done]
+                if not checked:
+                    return 0
+            save_id = conn.execute("INSERT INTO saves (annotator, kind, time) VALUES (?, 'model', ?)",
+                                   (annotator, now)).lastrowid
+            conn.executemany("INSERT INTO labels (save_id, item_id, annotator, attribute, value, time, confidence, "
+                             "sure) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [(save_id, i, annotator, a, v, now, c, ok) for i, a, v, c, ok in checked])
+        return len(checked)
+
+    @staticmethod
+    def _machine_done(conn: sqlite3.Connection, annotator: str) -> set[str]:
+        return {r[0] for r in conn.execute("SELECT DISTINCT item_id FROM labels WHERE annotator = ?", (annotator,))}
+
+    def machine_done(self, annotator: str) -> set[str]:
+        """Items that already have labels from this model."""
+        return self._machine_done(self._conn(), annotator)
+
+    def shown(self) -> list[Shown]:
+        """Suggestions pre-selected for people, of saves that were not undone."""
+        return [Shown(*row) for row in self._conn().execute(
+            "SELECT w.save_id, w.item_id, w.attribute, w.source, w.value, w.confidence FROM shown w "
+            "JOIN saves s ON s.save_id = w.save_id WHERE s.undone = 0 ORDER BY w.save_id")]
 
     def _seen(self, conn: sqlite3.Connection, annotator: str, key: str | None, action: str) -> int | None:
         """The save id recorded for this annotator's key (-1 for an undo that found nothing), None if new."""
@@ -300,11 +388,15 @@ class LabelStore:
         where, params = ("AND l.annotator = ?", (annotator,)) if annotator else ("", ())
         return [Label(*row) for row in self._conn().execute(_CURRENT.format(where=where), params)]
 
+    def item_labels(self, item_id: str) -> list[Label]:
+        """Current labels of one item, every annotator (people and models)."""
+        return [Label(*row) for row in self._conn().execute(_CURRENT.format(where="AND l.item_id = ?"), (item_id,))]
+
     def current(self, item_id: str, annotator: str) -> dict[str, int]:
         """This annotator's current labels of one item."""
         rows = self._conn().execute(_CURRENT.format(where="AND l.annotator = ? AND l.item_id = ?"),
                                     (annotator, item_id))
-        return {attribute: value for _, _, attribute, value, _ in rows}
+        return {attribute: value for _, _, attribute, value, *_ in rows}
 
     def marked(self, annotator: str | None = None, kind: str | None = None) -> set[str]:
         """Items skipped or flagged (not undone), by this annotator when given."""
@@ -326,9 +418,11 @@ class LabelStore:
         return [r[0] for r in self._conn().execute("SELECT DISTINCT annotator FROM saves ORDER BY annotator")]
 
     def complete_items(self, annotator: str | None = None) -> set[str]:
-        """Items with every attribute labelled (by this annotator, or by at least one annotator)."""
+        """Items with every attribute labelled (by this annotator, or by at least one person: models excluded)."""
         counts: dict[tuple[str, str], int] = {}
         for label in self.labels(annotator):
+            if annotator is None and label.annotator.startswith("model:"):
+                continue
             key = (label.item_id, label.annotator)
             counts[key] = counts.get(key, 0) + 1
         return {item for (item, _), n in counts.items() if n == len(self.attributes)}

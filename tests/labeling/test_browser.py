@@ -140,3 +140,74 @@ def test_login_names_the_annotator(tmp_path: Path, faces: Path, server_factory) 
         finally:
             browser.close()
     assert LabelStore(db).current(first, "zoe") == {"gender": 0, "age_group": 0, "glasses": 0, "pose": 0, "teeth": 0}
+
+
+def test_machine_suggestions_cant_tell_and_card(tmp_path: Path, faces: Path, server_factory) -> None:
+    """Offline machine labels arrive pre-selected for all five attributes; the can't-tell keys work in both modes;
+    the person's answers are theirs, the suggestions they saw are recorded, and the export's card counts labels
+    from people and from each model."""
+    from labeling import compute_stats, export_dataset
+    from labeling.autolabel import source_names
+    from labeling.provenance import is_model
+
+    db = tmp_path / "labels.sqlite"
+    store = LabelStore(db)
+    catalog = load_catalog(faces, progress=False)
+    app = LabelingApp(store, catalog, annotator="alice", progress=False)
+    assert not [n for n in app.notices if n.startswith("machine suggestions off")]
+    server = server_factory(app)
+    names = [a.name for a in store.attributes]
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(server.url, wait_until="load")
+            page.wait_for_function(f"() => {{ const el = document.querySelector('{ITEM}'); "
+                                   "return el && el.value; }", timeout=60000)
+            first = _item_id(page)
+            page.wait_for_function("(names) => names.every(n => document.querySelectorAll("
+                                   "'#attr-' + n + ' input[type=radio]:checked').length === 1)", arg=names)
+            suggested = app.suggestions(first)
+            assert set(suggested) == set(names) and all(is_model(s.source) for s in suggested.values())
+            for name in names:  # the pre-selected radio is the model's answer
+                checked = page.locator(f"#attr-{name} input[type=radio]:checked").input_value()
+                assert int(checked) == suggested[name].value
+            page.locator("body").click(position={"x": 5, "y": 5})
+            page.keyboard.press("q")  # gender: can't tell
+            page.wait_for_function("() => document.querySelector('#attr-gender input[type=radio]:checked')"
+                                   ".value === '-1'")
+            page.keyboard.press("Enter")
+            _wait_item_change(page, first)
+
+            page.get_by_role("tab", name="Grid").click()  # gender page: x on a focused face = can't tell
+            thumbs = page.locator("#grid .thumbnail-item")
+            thumbs.first.wait_for(timeout=60000)
+            thumbs.nth(2).focus()
+            page.keyboard.press("x")
+            page.wait_for_function("() => document.querySelector('#grid').innerText.includes('cant_tell')",
+                                   timeout=20000)
+            page.get_by_role("button", name="Save page").click()
+            page.wait_for_function("() => document.querySelector('#grid-status').innerText.includes('saved 19')",
+                                   timeout=30000)
+        finally:
+            browser.close()
+
+    person = {(lab.item_id, lab.attribute): lab.value for lab in store.labels("alice")}
+    assert person[(first, "gender")] == -1
+    assert all(person[(first, n)] == suggested[n].value for n in names[1:])  # kept as suggested
+    grid_items = [i for i in store.items() if i != first]
+    assert person[(grid_items[2], "gender")] == -1
+    shown = store.shown()
+    assert {(s.item_id, s.attribute) for s in shown if s.item_id == first} == {(first, n) for n in names}
+    assert all(is_model(s.source) for s in shown)
+    stats_changes = compute_stats(store).suggestion_changes["gender"]
+    assert stats_changes["shown"] == 20 and stats_changes["changed"] >= 2
+
+    out = tmp_path / "export"
+    export_dataset(store, catalog, out, progress=False)
+    card = (out / "README.md").read_text()
+    people = sum(1 for (_, _), v in person.items() if v != -1)
+    assert f"- labels from people: {people} " in card
+    for source in set(source_names().values()):
+        assert f"- labels from {source}: " in card
+    assert "annotations_creators:\n- expert-generated\n- machine-generated" in card

@@ -99,7 +99,7 @@ def test_stats_three_annotators(tmp_path: Path, capsys) -> None:
     units = [[votes[n][k] for n in votes] for k in range(6)]
     assert stats.agreement["gender"]["measure"] == "krippendorff_alpha"
     assert stats.agreement["gender"]["value"] == pytest.approx(krippendorff_alpha(units))
-    assert stats.distribution["gender"] == {"male": 3, "female": 3, "tie": 0, "unlabelled": 0}
+    assert stats.distribution["gender"] == {"male": 3, "female": 3, "cant_tell": 0, "tie": 0, "unlabelled": 0}
     assert [c[0] for c in stats.conflicts] == ["i1", "i4", "i5"]
     assert stats.annotators["bob"] == {"labels": 6, "items": 6, "complete": 0, "skipped": 0, "flagged": 0}
     assert main(["stats", "--db", str(store.path), "--json"]) == 0

