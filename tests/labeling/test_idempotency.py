@@ -37,7 +37,7 @@ def test_an_old_database_gains_the_key_table(tmp_path: Path) -> None:
     LabelStore(db).add_items(["a1"])
     conn = sqlite3.connect(db)
     conn.execute("DROP TABLE request_keys")
-    conn.execute("ALTER TABLE labels ADD COLUMN confidence REAL")  # another branch's additive column
+    conn.execute("ALTER TABLE labels ADD COLUMN note TEXT")  # a later version's additive column
     conn.commit()
     conn.close()
     store = LabelStore(db)
