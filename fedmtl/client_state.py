@@ -13,7 +13,6 @@ disk. A checkpoint names the versions it needs; loading it deletes everything el
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from typing import Any
 import torch
 
 from fedmtl.errors import CheckpointError
-from fedmtl.files import atomic_write
 
 __all__ = ["ClientStates"]
 
@@ -86,16 +84,18 @@ class ClientStates:
         return self._memory.get(client, self.initial)
 
     def gather(self, clients: torch.Tensor, names: list[str] | None = None) -> Params:
-        """Client-stacked values ``[c, ...]`` of ``clients`` (new tensors: writing to them changes nothing here)."""
+        """Client-stacked values ``[c, ...]`` of ``clients`` (new tensors: writing to them changes nothing here).
+
+        One client's values are read at a time (from disk: one file in memory beside the stack, not c of them)."""
         names = self.names if names is None else names
-        rows = [self.get(int(c)) for c in clients.tolist()]
-        out = {}
-        for n in names:
-            shape = self.initial[n].shape
-            stacked = torch.empty(len(rows), *shape, dtype=self.initial[n].dtype, device=self.device)
-            for i, r in enumerate(rows):
-                stacked[i].copy_(r[n])
-            out[n] = stacked
+        ids = clients.tolist()
+        out = {n: torch.empty(len(ids), *self.initial[n].shape, dtype=self.initial[n].dtype, device=self.device)
+               for n in names}
+        for i, c in enumerate(ids):
+            row = self.get(int(c))
+            for n in names:
+                out[n][i].copy_(row[n])
+            del row
         return out
 
     # ------------------------------------------------------------------ writes
@@ -111,9 +111,15 @@ class ClientStates:
                     for n, t in row.items():
                         mine[n].copy_(t)
                 continue
-            buffer = io.BytesIO()
-            torch.save({n: t.detach().cpu().clone() for n, t in row.items()}, buffer)
-            atomic_write(self._file(c, self.version), buffer.getvalue())
+            # clone: saving a view would write the whole stack's storage; straight to a temporary file and renamed,
+            # so no second in-memory copy of the bytes
+            path = self._file(c, self.version)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            try:
+                torch.save({n: t.detach().cpu().clone() for n, t in row.items()}, tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
             self._versions[c] = self.version
 
     def commit(self) -> None:
