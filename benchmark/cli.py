@@ -1,78 +1,133 @@
 """``python -m benchmark``: run a suite's regimes and print/write its leaderboard.
 
-Subcommands: ``run`` (the default) and ``list``. Every input is validated before any training starts, and
-results are written only once every run has finished, so a bad flag or a crash writes nothing.
+Subcommands: ``run`` (the default) and ``list``. ``--suite`` picks the suite (default ``har``); each suite adds
+its own flags, and a flag of another suite is an error rather than silently ignored. Every input is validated
+before any training starts, and results are written only once every run has finished, so a bad flag or a crash
+writes nothing (with ``--checkpoints``, a rerun resumes where the killed one stopped).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from benchmark.face_cli import add_face_arguments
-from benchmark.regimes import REGIMES, custom_regime, get_regimes
+from benchmark.memory import available_memory, parse_size
+from benchmark.regimes import custom_regime, get_regimes
+from benchmark.suites import DEFAULT_SUITE, all_suites, get_suite
 from fedmtl.cliargs import positive_int
 from fedmtl.config import TrainConfig, load_config
 from fedmtl.errors import ConfigError, FedMTLError
 
 __all__ = ["main", "build_parser"]
 
-SUITES = ("har", "faces")
-GRID_LRS = (0.01, 0.02, 0.05, 0.1)
-GRID_BATCHES = (32,)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags are one ``error:`` line and exit status 2, as every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see: python -m benchmark --help)")
 
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of numbers") from None
+    if not values or any(not v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} must list positive numbers")
+    return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run a suite and write its leaderboard (default)")
-    run.add_argument("--suite", default="har", help=f"suite to run ({', '.join(SUITES)})")
-    run.add_argument("--regimes", default="all", help="comma list of regimes (default: all; see `list`)")
-    run.add_argument("--layers", metavar="TYPES",
-                     help="add a 'custom' regime: layer types bottom to top, e.g. common,common,task,personal")
-    run.add_argument("--seeds", type=positive_int, default=3, help="number of seeds (0..N-1), default 3")
-    run.add_argument("--rounds", type=positive_int, help="override the number of rounds")
-    run.add_argument("--split", choices=("blocked", "random"), default="blocked", help="HAR train/test split")
-    run.add_argument("--uci-har", metavar="PATH", help="use an original 'UCI HAR Dataset' folder (561 features)")
-    run.add_argument("--config", metavar="TOML",
-                     help="training config file (fedmtl.TrainConfig keys); replaces the tuned per-regime defaults")
-    run.add_argument("--aggregator", metavar="NAME", help="aggregator for common and task layers (e.g. fedadam)")
-    run.add_argument("--threads", type=positive_int, help="torch threads per run (default 1: see README)")
-    run.add_argument("--jobs", type=positive_int, default=min(2, os.cpu_count() or 1),
-                     help="runs in parallel processes (default: min(2, cores))")
-    run.add_argument("--grid", action="store_true", help="tune lr (and batch) per regime on a validation split first")
-    run.add_argument("--grid-lrs", type=_floats, default=GRID_LRS, help="learning rates for --grid")
-    run.add_argument("--grid-batches", type=_floats, default=GRID_BATCHES, help="batch sizes for --grid")
-    run.add_argument("--grid-seeds", type=positive_int, default=2, help="seeds per grid point (default 2)")
-    run.add_argument("--quick", action="store_true", help="seconds-long smoke run (3 rounds, 1 seed, 1 epoch)")
-    run.add_argument("--out", default="results", help="output directory (default: results)")
-    run.add_argument("--checkpoints", metavar="DIR",
-                     help="checkpoint every run after each round under DIR; rerunning resumes a killed suite")
-    run.add_argument("--engine", choices=("simulation", "flower"), default="simulation",
-                     help="simulation: the in-process engine (default); flower: each run on Flower's simulation "
-                          "runtime, one SuperNode per client (federated regimes only)")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    add_face_arguments(run)
-    sub.add_parser("list", help="list suites and regimes")
+def _epilog() -> str:
+    lines = ["suites (--suite NAME; `python -m benchmark --suite NAME --help` shows its flags):"]
+    for suite in all_suites().values():
+        default = " [default]" if suite.name == DEFAULT_SUITE else ""
+        lines.append(f"  {suite.name}{default}: {suite.summary}")
+        lines.append("    regimes: " + ", ".join(
+            f"{name}{'*' if name in suite.default_regimes else ''}" for name in suite.regimes))
+    lines += ["  (* = run by --regimes all)", "", "`python -m benchmark list` describes every regime."]
+    return "\n".join(lines)
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", default=DEFAULT_SUITE, help=f"suite to run (default {DEFAULT_SUITE}; see below)")
+    parser.add_argument("--regimes", default="all", help="comma list of regimes (default: the suite's `all`)")
+    parser.add_argument("--layers", metavar="TYPES",
+                        help="add a 'custom' regime: layer types bottom to top, e.g. common,common,task,personal")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="number of seeds (0..N-1), default 3")
+    parser.add_argument("--rounds", type=positive_int, help="override the number of rounds")
+    parser.add_argument("--config", metavar="TOML",
+                        help="training config file (fedmtl.TrainConfig keys); replaces the suite's per-regime "
+                             "defaults")
+    parser.add_argument("--aggregator", metavar="NAME", help="aggregator for common and task layers (e.g. fedadam)")
+    parser.add_argument("--threads", type=positive_int, help="torch threads per run (HAR default 1; faces: all)")
+    parser.add_argument("--jobs", type=positive_int,
+                        help="runs side by side in separate processes (HAR default min(2, cores), faces 1); capped "
+                             "so that their estimated memory fits the memory budget")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where training (and, for faces, feature extraction) runs (default cpu)")
+    parser.add_argument("--memory-budget", type=parse_size, metavar="SIZE",
+                        help="memory for the whole suite, e.g. 4G (default: what the machine has free); caps --jobs "
+                             "and is each run's TrainConfig.memory_budget")
+    parser.add_argument("--grid", action="store_true", help="tune per regime on a validation split first")
+    parser.add_argument("--grid-lrs", type=_floats, help="learning rates for --grid (default: the suite's)")
+    parser.add_argument("--grid-seeds", type=positive_int, default=2, help="seeds per grid point (default 2)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (3 rounds, 1 seed, 1 epoch)")
+    parser.add_argument("--out", default="results", help="output directory (default: results)")
+    parser.add_argument("--checkpoints", metavar="DIR",
+                        help="checkpoint every run after each round under DIR; rerunning resumes a killed suite")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser(suite_name: str = DEFAULT_SUITE) -> argparse.ArgumentParser:
+    """The ``run`` flags: the common ones and those of ``suite_name``."""
+    suite = get_suite(suite_name)
+    parser = _Parser(prog="python -m benchmark [run]", description=__doc__.splitlines()[0], allow_abbrev=False,
+                     epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common_arguments(parser)
+    suite.add_arguments(parser.add_argument_group(f"{suite.name} suite (--suite {suite.name})"))
     return parser
 
 
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {opt for action in parser._actions for opt in action.option_strings}
+
+
+def _suite_from(argv: Sequence[str]) -> str:
+    for i, token in enumerate(argv):
+        if token == "--suite" and i + 1 < len(argv):
+            return argv[i + 1]
+        if token.startswith("--suite="):
+            return token.split("=", 1)[1]
+    return DEFAULT_SUITE
+
+
+def _refuse_foreign_flags(argv: Sequence[str], suite_name: str) -> None:
+    """A flag that only another suite has is an error naming that suite, never silently ignored."""
+    own = _options(build_parser(suite_name))
+    owners: dict[str, list[str]] = {}
+    for name in all_suites():
+        if name != suite_name:
+            for opt in _options(build_parser(name)) - own:
+                owners.setdefault(opt, []).append(name)
+    for token in argv:
+        flag = token.split("=", 1)[0]
+        if flag in owners:
+            suites = " or ".join(f"--suite {n}" for n in owners[flag])
+            raise ConfigError(f"{flag} is a flag of the {', '.join(owners[flag])} suite, not of {suite_name} "
+                              f"(run it with {suites})")
+
+
 def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {"device": args.device}
     if args.config:
         base = load_config(args.config, base=base)
     if args.rounds:
@@ -86,107 +141,96 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
     return base.replace(**changes)
 
 
+def _check_device(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: no CUDA device is available to torch (use --device auto or cpu)")
+
+
 def _run(args: argparse.Namespace) -> int:
-    from benchmark.har import HarSuiteConfig, har_workload
-    from benchmark.leaderboard import to_markdown, write_leaderboard
-    from benchmark.runner import check_regimes, run_suite
+    from benchmark.runner import jobs_within
     from benchmark.tuning import grid_search
     from fedmtl.files import atomic_write
 
-    if args.suite not in SUITES:
-        raise ConfigError(f"suite {args.suite!r} is unknown (known: {', '.join(SUITES)})")
-    if args.suite == "faces":
-        from benchmark.face_cli import run_faces
-
-        return run_faces(args)
-    regimes = get_regimes(args.regimes)
+    suite = get_suite(args.suite)
+    args.memo = {}  # lives for this invocation: what a suite's validation workload may reuse
+    regimes = get_regimes(args.regimes, suite.regimes, [suite.regimes[n] for n in suite.default_regimes],
+                          suite=suite.name)
     if args.layers:
         regimes.append(custom_regime(args.layers))
-    if args.uci_har and not Path(args.uci_har).is_dir():
-        raise FedMTLError(f"UCI HAR path {args.uci_har} is not a directory")
-    defaults = HarSuiteConfig(split=args.split, uci_har_path=args.uci_har)
-    # A config file states the training settings itself, so the shipped per-regime tuned values step aside.
-    suite = dataclasses.replace(defaults, train=_train_config(args, defaults.train),
-                                overrides={} if args.config else defaults.overrides)
+    _check_device(args.device)
+    requested = args.jobs or suite.default_jobs
+    budget = args.memory_budget
+    train = _train_config(args, suite.default_train)
     seeds = list(range(1 if args.quick else args.seeds))
     progress = not args.no_progress
     start = time.perf_counter()
-    workload = har_workload(suite, progress=progress)
-    check_regimes(workload, regimes)
-    if args.engine == "flower":
-        regimes = _flower_regimes(args, workload, regimes)
-    if args.checkpoints:
-        workload = dataclasses.replace(workload, checkpoints=args.checkpoints)
+    workload = suite.workload(args, train, regimes, progress=progress)
+    jobs = jobs_within(requested, workload.data.run_bytes(), budget if budget is not None else available_memory())
+    if jobs < requested and args.jobs:
+        print(f"note: --jobs {requested} lowered to {jobs}: one run needs about "
+              f"{workload.data.run_bytes() / 2**30:.1f} GiB", file=sys.stderr)
+    if budget is not None:  # each run gets its share of the budget
+        share = budget // jobs
+        workload = _replace(workload, base=workload.base.replace(memory_budget=share))
     tuning: dict[str, Any] = {}
     if args.grid:
-        validation = har_workload(suite, validation=True, progress=progress)
-        tuning = grid_search(validation, regimes, lrs=args.grid_lrs, batch_sizes=[int(b) for b in args.grid_batches],
-                             seeds=range(args.grid_seeds), jobs=args.jobs, progress=progress)
+        validation = suite.workload(args, workload.base, regimes, validation=True, progress=progress)
+        lrs = args.grid_lrs or suite.grid_lrs
+        tuning = grid_search(validation, regimes, lambda r: suite.grid_points(r, args, lrs, validation),
+                             seeds=range(args.grid_seeds), jobs=jobs, progress=progress)
         # written now, not with the leaderboard: the grid is the expensive part and must survive a failed run
-        atomic_write(Path(args.out) / args.suite / "grid.json", (json.dumps(tuning, indent=2) + "\n").encode())
-        workload = dataclasses.replace(workload, overrides={
-            name: {"lr": best["lr"], "batch_size": best["batch_size"]} for name, best in tuning.items()})
-    if args.engine == "flower":
-        from benchmark.flower_runner import run_suite_flower
-
-        summaries = run_suite_flower(workload, regimes, seeds, split=args.split, uci_har=args.uci_har,
-                                     layers=args.layers, progress=progress)
-    else:
-        summaries = run_suite(workload, regimes, seeds, jobs=args.jobs, progress=progress)
-    data = "UCI HAR " + args.uci_har if args.uci_har else "UCI HAPT raw (KCC2020 repack)"
-    meta = {"engine": args.engine, "split": args.split, "data": data,
-            "clients": len(workload.clients), "features": workload.sizes[0],
-            "wall_s": round(time.perf_counter() - start, 1)}
-    paths = write_leaderboard(args.out, args.suite, summaries, meta)
-    print(to_markdown(args.suite, summaries, meta))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+        atomic_write(Path(args.out) / suite.name / "grid.json", (json.dumps(tuning, indent=2) + "\n").encode())
+        overrides = {**workload.overrides}
+        for name, entry in tuning.items():
+            overrides[name] = {**overrides.get(name, {}), **entry["best"]}
+        workload = _replace(workload, overrides=overrides)
+    summaries = suite.train(args, workload, regimes, seeds, jobs=jobs, progress=progress)
+    meta = {**workload.data.meta(), "wall_s": round(time.perf_counter() - start, 1)}
+    text, files = suite.leaderboard(summaries, meta)
+    out = Path(args.out) / suite.name
+    for name, data in files.items():  # every file rendered before the first is written
+        atomic_write(out / name, data)
+    print(text)
+    diverged = [f"{s.regime} seed {r.seed} ({r.diverged})" for s in summaries for r in s.runs if r.diverged]
+    if diverged:
+        print(f"note: {len(diverged)} run(s) diverged and are marked in the leaderboard: " + "; ".join(diverged),
+              file=sys.stderr)
+    print("wrote " + ", ".join(str(out / name) for name in files if name.startswith("leaderboard")
+                               or name == "curves.png"))
     return 0
 
 
-def _flower_regimes(args: argparse.Namespace, workload: Any, regimes: list[Any]) -> list[Any]:
-    """The regimes to run on Flower: with the default ``all``, the ones Flower can run (a notice names the rest);
-    regimes named explicitly must all be runnable, or the run stops before anything trains."""
-    from benchmark.flower_runner import check_flower_regimes
+def _replace(workload: Any, **changes: Any) -> Any:
+    import dataclasses
 
-    if args.checkpoints:
-        raise ConfigError("--checkpoints is not supported with --engine flower (server-side checkpoints: not yet)")
-    if args.regimes == "all":
-        kept = []
-        for regime in regimes:
-            try:
-                check_flower_regimes([regime], workload)
-                kept.append(regime)
-            except ConfigError:
-                pass
-        left = [r.name for r in regimes if r not in kept]
-        if left:
-            print(f"note: --engine flower runs the federated regimes; left out: {', '.join(left)}", file=sys.stderr)
-        return kept
-    check_flower_regimes(regimes, workload)
-    return regimes
+    return dataclasses.replace(workload, **changes)
 
 
 def _list() -> int:
-    print("suites: " + ", ".join(SUITES))
-    print("regimes:")
-    for r in REGIMES.values():
-        print(f"  {r.name:<18} {'[paper] ' if r.paper else ''}{r.summary}")
-    from benchmark.faces import FACE_REGIMES
-
-    print("faces regimes (--suite faces):")
-    for r in FACE_REGIMES.values():
-        print(f"  {r.name:<20} {'[paper] ' if r.paper else ''}{r.summary}")
+    print("suites: " + ", ".join(all_suites()))
+    for suite in all_suites().values():
+        print(f"{suite.name} regimes (--suite {suite.name}):")
+        for r in suite.regimes.values():
+            print(f"  {r.name:<20} {'[paper] ' if r.paper else ''}{r.summary}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
-        argv.insert(0, "run")
-    args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        return _list() if args.command == "list" else _run(args)
+        if argv[:1] == ["list"]:
+            return _list()
+        if argv[:1] == ["run"]:
+            argv = argv[1:]
+        name = _suite_from(argv)
+        get_suite(name)
+        _refuse_foreign_flags(argv, name)
+        args = build_parser(name).parse_args(argv)
+        return _run(args)
     except FedMTLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,10 @@
 """The face suite's leaderboard: Table III (per-task accuracy, mean ± std over seeds) and Fig. 3 (curves per task).
 
 Written as the HAR suite's files: ``leaderboard.md``, ``leaderboard.csv`` (one row per regime and task),
-``leaderboard.json`` and ``curves.png`` (one panel per task), plus ``curves-<task>.png`` for each task.
+``leaderboard.json`` and ``curves.png`` (one panel per task), plus ``curves-<task>.png`` for each task. Under
+the ranked rows, the majority-class baseline per task (always answering the more frequent class of the scored
+test labels: what a row must beat to have learnt anything); above them, the dataset's own notes (e.g. how its
+labels were made and how accurate they measured).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,67 +23,96 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from benchmark.faces import FaceSummary  # noqa: E402
+from benchmark.leaderboard import diverged_note, header_lines, ranked  # noqa: E402
+from benchmark.runner import RegimeSummary  # noqa: E402
 from fedmtl.files import atomic_write  # noqa: E402
 
-__all__ = ["face_markdown", "face_csv", "face_json", "face_curves", "write_face_leaderboard"]
+__all__ = ["face_markdown", "face_csv", "face_json", "face_curves", "face_files", "write_face_leaderboard"]
+
+MAJORITY = "majority_class"  # the baseline's name in every file
 
 
-def _ranked(summaries: Sequence[FaceSummary]) -> list[FaceSummary]:
-    return sorted(summaries, key=lambda s: -s.mean)
+def _tasks(summaries: Sequence[RegimeSummary], meta: dict[str, Any] | None = None) -> list[str]:
+    if meta and meta.get("tasks"):
+        return list(meta["tasks"])
+    for s in summaries:
+        if s.seeds:
+            return [k for k in s.mean if k != "mean"]
+    return []
 
 
-def _tasks(summaries: Sequence[FaceSummary]) -> list[str]:
-    return list(summaries[0].per_task) if summaries else []
+def _cell(s: RegimeSummary, key: str) -> str:
+    return f"{s.mean[key]:.2f} ± {s.std[key]:.2f}" if s.seeds else "diverged"
 
 
-def face_markdown(suite: str, summaries: Sequence[FaceSummary], meta: dict[str, Any]) -> str:
-    tasks = _tasks(summaries)
-    lines = [f"## Leaderboard: {suite}", ""]
-    if meta:
-        lines += [", ".join(f"{k}: {v}" for k, v in meta.items()), ""]
-    lines += ["| rank | regime | " + " | ".join(f"{t} (%)" for t in tasks) + " | mean (%) | seeds | rounds | lr | "
-              "epochs | active/task | time (s) |",
-              "|---:|---|" + "---:|" * len(tasks) + "---:|---:|---:|---:|---:|---:|---:|"]
-    for rank, s in enumerate(_ranked(summaries), start=1):
-        cells = " | ".join(f"{s.per_task[t]:.2f} ± {s.per_task_std[t]:.2f}" for t in tasks)
+def _majority(meta: dict[str, Any], tasks: Sequence[str]) -> dict[str, float]:
+    found = meta.get(MAJORITY) or {}
+    out = {t: float(found[t]) for t in tasks if t in found}
+    if out and len(out) == len(tasks):
+        out["mean"] = sum(out.values()) / len(out)
+    return out
+
+
+def face_markdown(suite: str, summaries: Sequence[RegimeSummary], meta: dict[str, Any]) -> str:
+    tasks = _tasks(summaries, meta)
+    lines = [f"## Leaderboard: {suite}", "", *header_lines(meta, skip=(MAJORITY,))]
+    lines += ["| rank | regime | " + " | ".join(f"{t} (%)" for t in tasks) + " | mean (%) | seeds | diverged | "
+              "rounds | lr | epochs | active/task | time (s) |",
+              "|---:|---|" + "---:|" * len(tasks) + "---:|---:|---|---:|---:|---:|---:|---:|"]
+    for rank, s in enumerate(ranked(summaries, "mean"), start=1):
+        cells = " | ".join(_cell(s, t) for t in tasks)
         c = s.config
-        lines.append(f"| {rank} | {s.regime} | {cells} | {s.mean:.2f} ± {s.mean_std:.2f} | {s.seeds} | "
+        lines.append(f"| {rank} | {s.regime} | {cells} | {_cell(s, 'mean')} | {s.seeds} | {diverged_note(s)} | "
                      f"{c['rounds']} | {c['lr']:g} | {c['local_epochs']} | {c['clients_per_task']} | "
                      f"{s.seconds:.1f} |")
+    baseline = _majority(meta, tasks)
+    if baseline:
+        cells = " | ".join(f"{baseline[t]:.2f}" for t in tasks)
+        lines.append(f"| - | *majority class* | {cells} | {baseline['mean']:.2f} | - | - | - | - | - | - | - |")
     lines += ["", "Per task: test accuracy on that attribute's test images (each client's test share, scored on "
-              "its group's attribute); mean: over tasks; mean ± sample std over seeds."]
+              "its group's attribute); mean: over tasks; mean ± sample std over the seeds that finished (a diverged "
+              "seed is listed, not averaged); majority class: always answering the more frequent class of those "
+              "test labels."]
     return "\n".join(lines) + "\n"
 
 
-def face_csv(summaries: Sequence[FaceSummary]) -> str:
+def face_csv(summaries: Sequence[RegimeSummary], meta: dict[str, Any] | None = None) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["regime", "task", "accuracy", "std", "seeds", "rounds", "local_epochs", "clients_per_task",
-                     "batch_size", "lr", "seconds"])
-    for s in _ranked(summaries):
+    writer.writerow(["regime", "task", "accuracy", "std", "seeds", "diverged", "rounds", "local_epochs",
+                     "clients_per_task", "batch_size", "lr", "seconds"])
+    tasks = _tasks(summaries, meta)
+    for s in ranked(summaries, "mean"):
         c = s.config
-        for task in [*s.per_task, "mean"]:
-            acc, std = (s.mean, s.mean_std) if task == "mean" else (s.per_task[task], s.per_task_std[task])
-            writer.writerow([s.regime, task, f"{acc:.4f}", f"{std:.4f}", s.seeds, c["rounds"], c["local_epochs"],
-                             c["clients_per_task"], c["batch_size"], c["lr"], f"{s.seconds:.2f}"])
+        for task in [*tasks, "mean"]:
+            writer.writerow([s.regime, task, f"{s.value(task):.4f}", f"{s.std.get(task, math.nan):.4f}", s.seeds,
+                             " ".join(map(str, s.diverged)), c["rounds"], c["local_epochs"], c["clients_per_task"],
+                             c["batch_size"], c["lr"], f"{s.seconds:.2f}"])
+    for task, acc in _majority(meta or {}, tasks).items():
+        writer.writerow([MAJORITY, task, f"{acc:.4f}", "", "", "", "", "", "", "", "", ""])
     return buf.getvalue()
 
 
-def face_json(suite: str, summaries: Sequence[FaceSummary], meta: dict[str, Any]) -> str:
+def face_json(suite: str, summaries: Sequence[RegimeSummary], meta: dict[str, Any]) -> str:
+    tasks = _tasks(summaries, meta)
     rows = [{
-        "regime": s.regime, "per_task": s.per_task, "per_task_std": s.per_task_std, "mean": s.mean,
-        "mean_std": s.mean_std, "seeds": s.seeds, "seconds": s.seconds, "config": s.config,
-        "per_seed": [{"seed": r.seed, "per_task": r.per_task, "rounds": r.rounds, "curves": r.curves}
-                     for r in s.runs],
-    } for s in _ranked(summaries)]
-    return json.dumps({"suite": suite, "meta": meta, "rows": rows}, indent=2, default=str) + "\n"
+        "regime": s.regime, "per_task": {t: s.value(t) for t in tasks},
+        "per_task_std": {t: s.std.get(t, math.nan) for t in tasks}, "mean": s.value("mean"),
+        "mean_std": s.std.get("mean", math.nan), "seeds": s.seeds, "diverged": s.diverged, "seconds": s.seconds,
+        "config": s.config,
+        "per_seed": [{"seed": r.seed, "per_task": {t: r.value(t) for t in tasks}, "rounds": r.rounds,
+                      "curves": {t: r.curve(t) for t in tasks}, "diverged": r.diverged} for r in s.runs],
+    } for s in ranked(summaries, "mean")]
+    board = {"suite": suite, "meta": meta, "rows": rows, "baselines": {MAJORITY: _majority(meta, tasks)}}
+    return json.dumps(board, indent=2, default=str) + "\n"
 
 
-def _panel(ax: Any, summaries: Sequence[FaceSummary], task: str) -> None:
+def _panel(ax: Any, summaries: Sequence[RegimeSummary], task: str) -> None:
     for s in summaries:
         rounds, mean, std = s.curve(task)
-        (line,) = ax.plot(rounds, mean, label=f"{s.regime} ({s.per_task[task]:.1f}%)", linewidth=1.5)
+        if not rounds:
+            continue
+        (line,) = ax.plot(rounds, mean, label=f"{s.regime} ({s.value(task):.1f}%)", linewidth=1.5)
         ax.fill_between(rounds, [m - d for m, d in zip(mean, std, strict=True)],
                         [m + d for m, d in zip(mean, std, strict=True)], color=line.get_color(), alpha=0.15)
     ax.set_title(task)
@@ -89,7 +122,7 @@ def _panel(ax: Any, summaries: Sequence[FaceSummary], task: str) -> None:
     ax.legend(loc="lower right", fontsize=7)
 
 
-def face_curves(suite: str, summaries: Sequence[FaceSummary], task: str | None = None) -> bytes:
+def face_curves(suite: str, summaries: Sequence[RegimeSummary], task: str | None = None) -> bytes:
     """Test accuracy per round (mean ± std over seeds): one task, or every task as a panel (``task=None``)."""
     tasks = [task] if task else _tasks(summaries)
     cols = min(3, len(tasks))
@@ -107,16 +140,22 @@ def face_curves(suite: str, summaries: Sequence[FaceSummary], task: str | None =
     return buf.getvalue()
 
 
-def write_face_leaderboard(out_dir: str | os.PathLike[str], suite: str, summaries: Sequence[FaceSummary],
+def face_files(suite: str, summaries: Sequence[RegimeSummary], meta: dict[str, Any]) -> dict[str, bytes]:
+    """Every file of the leaderboard, rendered (name -> bytes): a plotting error writes nothing."""
+    files = {"leaderboard.md": face_markdown(suite, summaries, meta).encode(),
+             "leaderboard.csv": face_csv(summaries, meta).encode(),
+             "leaderboard.json": face_json(suite, summaries, meta).encode(),
+             "curves.png": face_curves(suite, summaries)}
+    for task in _tasks(summaries, meta):
+        files[f"curves-{task}.png"] = face_curves(suite, summaries, task)
+    return files
+
+
+def write_face_leaderboard(out_dir: str | os.PathLike[str], suite: str, summaries: Sequence[RegimeSummary],
                            meta: dict[str, Any]) -> dict[str, Path]:
     out = Path(out_dir) / suite
-    paths = {ext: out / f"leaderboard.{ext}" for ext in ("md", "csv", "json")}
-    files = {paths["md"]: face_markdown(suite, summaries, meta).encode(), paths["csv"]: face_csv(summaries).encode(),
-             paths["json"]: face_json(suite, summaries, meta).encode(),
-             out / "curves.png": face_curves(suite, summaries)}
-    for task in _tasks(summaries):
-        files[out / f"curves-{task}.png"] = face_curves(suite, summaries, task)
-    for path, data in files.items():  # everything rendered first: a plotting error writes nothing
-        atomic_write(path, data)
-    paths["png"] = out / "curves.png"
-    return paths
+    files = face_files(suite, summaries, meta)
+    for name, data in files.items():  # everything rendered first
+        atomic_write(out / name, data)
+    return {"md": out / "leaderboard.md", "csv": out / "leaderboard.csv", "json": out / "leaderboard.json",
+            "png": out / "curves.png"}

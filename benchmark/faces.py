@@ -17,28 +17,23 @@ personalised-FL baselines ``fedper``, ``fedrep``, ``lg_fedavg`` and ``ditto`` ru
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import statistics
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from benchmark.regimes import REGIMES, Regime, _half, _plan_all, _plan_split, get_regimes
+from benchmark.regimes import REGIMES, Regime, all_layers, get_regimes, half, split_layers
 from benchmark.runner import layer_spec
-from fedmtl import Client, DivergedError, Federation, Simulation, TrainConfig, mlp
+from benchmark.suite import RunPlan, Workload
+from fedmtl import Client, Federation, Simulation, TrainConfig, mlp, partition
 from fedmtl.errors import ConfigError, DatasetError
 
 __all__ = [
     "FACE_REGIMES", "PAPER_REGIMES", "DEFAULT_TRAIN", "DEFAULT_OVERRIDES", "HIDDEN", "FaceSuiteConfig", "FaceData",
-    "FaceRun", "FaceSummary", "get_face_regimes", "build_face_data", "run_face_regime", "run_face_suite",
-    "summarize_face_runs", "face_grid_search",
+    "get_face_regimes", "build_face_data", "face_workload",
 ]
 
 HIDDEN = (4096, 2048, 1024)
@@ -58,15 +53,15 @@ PAPER_REGIMES: dict[str, Regime] = {
     r.name: r
     for r in [
         Regime("centralized_separate", "one model per task on the whole pooled training set",
-               partial(_plan_all, "common"), pooled=True, paper=True, reference="paper V-A"),
+               all_layers("common"), pooled=True, paper=True, reference="paper V-A"),
         Regime("centralized_joint", "one model with one sigmoid output per task, pooled; missing labels masked",
-               partial(_plan_all, "common"), pooled=True, paper=True, reference="paper V-B"),
-        Regime("local", "each client alone on its own data and label", partial(_plan_all, "personal"),
+               all_layers("common"), pooled=True, paper=True, reference="paper V-B"),
+        Regime("local", "each client alone on its own data and label", all_layers("personal"),
                paper=True, reference="paper V-C"),
         Regime("fedavg_per_task", "one federation per task: every layer shared inside its task group",
-               partial(_plan_all, "task"), paper=True, reference="paper V-D"),
+               all_layers("task"), paper=True, reference="paper V-D"),
         Regime("mtfl", "the paper: first two layers common (all clients), last two task-specific",
-               partial(_plan_split, "common", "task", _half), paper=True, reference="paper V-E"),
+               split_layers("common", "task", half), paper=True, reference="paper V-E"),
     ]
 }
 EXTRA_REGIMES = ("fedper", "fedrep", "lg_fedavg", "ditto")  # from the HAR suite; run on the distributed clients
@@ -99,14 +94,83 @@ class FaceData:
     pooled_task: dict[str, Client]  # per task: every training image labelled for it, y: [n, 1]
     sizes: tuple[int, ...]  # head widths with one output
     config: FaceSuiteConfig
+    info: dict[str, Any] = field(default_factory=dict)  # what the leaderboard header says about the data
 
-    def config_for(self, regime: Regime, seed: int) -> TrainConfig:
-        changes = {"seed": seed, "phases": regime.local_phases(self.config.train.local_epochs), **regime.extra}
-        changes.update(self.config.overrides.get(regime.name, {}))
-        return self.config.train.replace(**changes)
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
 
     def group(self, task: str) -> tuple[Client, ...]:
         return tuple(c for c in self.clients if c.task == task)
+
+    def majority(self) -> dict[str, float]:
+        """Per task, the accuracy (%) of always answering the more frequent class of the scored test labels."""
+        out = {}
+        for task in self.tasks:
+            y = torch.cat([c.y_test.reshape(-1) for c in self.group(task)])
+            share = float(y.mean()) if len(y) else 0.5
+            out[task] = 100.0 * max(share, 1.0 - share)
+        return out
+
+    def check(self, regimes: Sequence[Regime]) -> None:
+        for regime in regimes:
+            partition(mlp(list(self.sizes)), layer_spec(regime, self.n_layers))
+
+    def plan(self, regime: Regime, config: TrainConfig) -> RunPlan:
+        """The run's simulations: one per task for ``centralized_separate``, one pooled model with an output per
+        task for ``centralized_joint``, else one federation; all scored per task on the same test images."""
+        row = {"regime": regime.name, "layers": list(regime.layer_types(self.n_layers)), "pooled": regime.pooled,
+               "model": list(self.sizes), "clients": len(self.clients)}
+        pooled = config.replace(clients_per_task="all")  # one pooled client: nothing to sample
+        spec = layer_spec(regime, self.n_layers)
+        if regime.name == "centralized_separate":
+            def build(task: str, ckpt: Path | None) -> Simulation:
+                return Simulation(mlp(list(self.sizes), seed=config.seed), spec,
+                                  Federation([self.pooled_task[task]]), pooled, checkpoint_dir=ckpt)
+
+            groups = {task: Federation(self.group(task)) for task in self.tasks}
+
+            def score(sims: Mapping[str, Simulation]) -> dict[str, float]:
+                return self._score({t: sims[t].evaluate_on(groups[t], "pooled")["per_task"][t] for t in self.tasks})
+
+            return RunPlan(self.tasks, build, score, config, row)
+        if regime.name == "centralized_joint":
+            joint = Federation(self.joint_clients)
+            sizes = [*self.sizes[:-1], len(self.tasks)]
+
+            def build(part: str, ckpt: Path | None) -> Simulation:
+                return Simulation(mlp(sizes, seed=config.seed), spec, Federation([self.pooled_joint]), pooled,
+                                  checkpoint_dir=ckpt)
+
+            def score(sims: Mapping[str, Simulation]) -> dict[str, float]:
+                return self._score(sims[""].evaluate_on(joint, "pooled")["per_task"])
+
+            return RunPlan(("",), build, score, config, row)
+
+        def build(part: str, ckpt: Path | None) -> Simulation:
+            return Simulation(mlp(list(self.sizes), seed=config.seed), spec, Federation(self.clients), config,
+                              checkpoint_dir=ckpt)
+
+        def score(sims: Mapping[str, Simulation]) -> dict[str, float]:
+            return self._score(sims[""].history[-1]["per_task"])
+
+        return RunPlan(("",), build, score, config, row)
+
+    def _score(self, per_task: Mapping[str, float]) -> dict[str, float]:
+        """Per-task accuracy in the dataset's task order, and their mean (the row's headline)."""
+        out = {t: float(per_task[t]) for t in self.tasks}
+        out["mean"] = sum(out.values()) / len(self.tasks)
+        return out
+
+    def run_bytes(self) -> int:
+        """A process (torch and the data) plus every client's model, its update and its assembled copy."""
+        params = sum(a * b + b for a, b in zip(self.sizes, self.sizes[1:], strict=False))
+        data = (self.pooled_joint.x_train.numel() + self.pooled_joint.x_test.numel()) * 4
+        return 400 * 2**20 + 3 * data + 3 * 4 * params * len(self.clients)
+
+    def meta(self) -> dict[str, Any]:
+        return {**self.info, "tasks": list(self.tasks), "clients": len(self.clients), "features": self.sizes[0],
+                "head": list(self.sizes[1:]), "majority_class": self.majority()}
 
 
 def _deal(n: int, clients: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -121,7 +185,8 @@ def _standardize(train: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
     return [torch.from_numpy(((a - mean) / std).astype(np.float32)) for a in (train, *others)]
 
 
-def build_face_data(dataset: Any, features: Any, config: FaceSuiteConfig, *, validation: bool = False) -> FaceData:
+def build_face_data(dataset: Any, features: Any, config: FaceSuiteConfig, *, validation: bool = False,
+                    info: dict[str, Any] | None = None) -> FaceData:
     """Clients from a :class:`~benchmark.datasets.faces.FaceDataset` and its :class:`FeatureSet`.
 
     With ``validation`` the test split is left out entirely: 20% of each client's training share (and the same
@@ -176,161 +241,10 @@ def build_face_data(dataset: Any, features: Any, config: FaceSuiteConfig, *, val
         pooled_task[task] = Client("pooled", "pooled", x_train[rows], y_train[rows, k:k + 1], x_test[test_rows],
                                    y_test[test_rows, k:k + 1])
     sizes = (int(x_train.shape[1]), *config.hidden, 1)
-    return FaceData(tasks, tuple(clients), tuple(joint), pooled_joint, pooled_task, sizes, config)
+    return FaceData(tasks, tuple(clients), tuple(joint), pooled_joint, pooled_task, sizes, config, dict(info or {}))
 
 
-@dataclass
-class FaceRun:
-    regime: str
-    seed: int
-    per_task: dict[str, float]  # final test accuracy (%) per task
-    curves: dict[str, list[float]]  # per task, one value per evaluated round
-    rounds: list[int]
-    seconds: float
-    config: dict[str, Any]
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.per_task.values())
-
-
-def _evaluated(round_index: int, config: TrainConfig) -> bool:
-    return round_index % config.eval_every == 0 or round_index == config.rounds
-
-
-def _train(sim: Simulation, evaluate: Any, config: TrainConfig, progress: bool, desc: str
-           ) -> tuple[list[int], list[dict[str, float]]]:
-    rounds, scores = [], []
-    for _ in tqdm(range(config.rounds), desc=desc, disable=not progress, leave=False):
-        sim.step()
-        if _evaluated(sim.round_index, config):
-            rounds.append(sim.round_index)
-            scores.append(evaluate())
-    return rounds, scores
-
-
-def _pooled_sim(sizes: Sequence[int], pooled: Client, config: TrainConfig, seed: int) -> Simulation:
-    regime = PAPER_REGIMES["centralized_joint"]
-    return Simulation(mlp(list(sizes), seed=seed), layer_spec(regime, len(sizes) - 1), Federation([pooled]),
-                      config.replace(clients_per_task="all"))  # one pooled client: nothing to sample
-
-
-def run_face_regime(data: FaceData, regime: Regime, seed: int, *, progress: bool = False) -> FaceRun:
-    """Train one regime with one seed; per-task test accuracy after every evaluated round."""
-    config = data.config_for(regime, seed)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    n_layers = len(data.sizes) - 1
-    start = time.perf_counter()
-    desc = f"{regime.name} s{seed}"
-    try:
-        if regime.name == "centralized_joint":
-            sizes = (*data.sizes[:-1], len(data.tasks))
-            sim = _pooled_sim(sizes, data.pooled_joint, config, seed)
-            fed = Federation(data.joint_clients)
-            rounds, scores = _train(sim, lambda: sim.evaluate_on(fed, "pooled")["per_task"], config, progress, desc)
-        elif regime.name == "centralized_separate":
-            per_task: dict[str, list[float]] = {}
-            for task in data.tasks:
-                sim = _pooled_sim(data.sizes, data.pooled_task[task], config, seed)
-                fed = Federation(data.group(task))
-                rounds, got = _train(sim, lambda s=sim, f=fed, t=task: s.evaluate_on(f, "pooled")["per_task"][t],
-                                     config, progress, f"{desc} {task}")
-                per_task[task] = got
-            scores = [{t: per_task[t][i] for t in data.tasks} for i in range(len(rounds))]
-        else:
-            sim = Simulation(mlp(list(data.sizes), seed=seed), layer_spec(regime, n_layers),
-                             Federation(data.clients), config)
-            rounds, scores = _train(sim, lambda: sim.evaluate(chunk=8)["per_task"], config, progress, desc)
-    except DivergedError as exc:
-        raise DivergedError(f"regime {regime.name!r}, seed {seed}: {exc}") from None
-    curves = {t: [s[t] for s in scores] for t in data.tasks}
-    return FaceRun(regime.name, seed, {t: curves[t][-1] for t in data.tasks}, curves, rounds,
-                   time.perf_counter() - start,
-                   {"regime": regime.name, "layers": list(regime.layer_types(n_layers)), "pooled": regime.pooled,
-                    "model": list(data.sizes), "clients": len(data.clients), **config.to_dict()})
-
-
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-@dataclass
-class FaceSummary:
-    """One leaderboard row: per-task accuracy, mean and sample std over seeds (and their mean over tasks)."""
-
-    regime: str
-    per_task: dict[str, float]
-    per_task_std: dict[str, float]
-    mean: float
-    mean_std: float
-    seeds: int
-    seconds: float
-    config: dict[str, Any]
-    runs: list[FaceRun]
-
-    def curve(self, task: str) -> tuple[list[int], list[float], list[float]]:
-        columns = list(zip(*(r.curves[task] for r in self.runs), strict=True))
-        return (self.runs[0].rounds, [statistics.fmean(v) for v in columns], [_std(list(v)) for v in columns])
-
-
-def summarize_face_runs(runs: list[FaceRun]) -> FaceSummary:
-    tasks = list(runs[0].per_task)
-    config = {k: v for k, v in runs[0].config.items() if k != "seed"}
-    config["seeds"] = [r.seed for r in runs]
-    return FaceSummary(
-        regime=runs[0].regime,
-        per_task={t: statistics.fmean(r.per_task[t] for r in runs) for t in tasks},
-        per_task_std={t: _std([r.per_task[t] for r in runs]) for t in tasks},
-        mean=statistics.fmean(r.mean for r in runs), mean_std=_std([r.mean for r in runs]), seeds=len(runs),
-        seconds=sum(r.seconds for r in runs), config=config, runs=runs,
-    )
-
-
-def run_face_suite(data: FaceData, regimes: Sequence[Regime], seeds: Sequence[int], *,
-                   progress: bool = True) -> list[FaceSummary]:
-    """Every regime with every seed, one after another in this process (each run already uses every thread,
-    and the head's weights of 100 clients take gigabytes: parallel runs would multiply that)."""
-    runs: dict[str, list[FaceRun]] = {r.name: [] for r in regimes}
-    with tqdm(total=len(regimes) * len(seeds), desc="faces", disable=not progress) as bar:
-        for regime in regimes:
-            for seed in seeds:
-                bar.set_postfix(regime=regime.name, seed=seed)
-                runs[regime.name].append(run_face_regime(data, regime, seed, progress=progress))
-                bar.update(1)
-    return [summarize_face_runs(runs[r.name]) for r in regimes]
-
-
-def face_grid_search(validation: FaceData, regimes: Sequence[Regime], *, lrs: Sequence[float],
-                     local_epochs: Sequence[int], active: Sequence[int | str], seeds: Sequence[int] = (0,),
-                     progress: bool = True) -> dict[str, dict[str, Any]]:
-    """The paper's grids, scored by mean validation accuracy over tasks at the final round (mean over seeds):
-    the learning rate for every regime; for the federated ones also local epochs and active clients per task
-    group per round. A point that diverges on any seed scores NaN and cannot win."""
-    out: dict[str, dict[str, Any]] = {}
-    points = []
-    for regime in regimes:
-        federated = not regime.pooled and regime.name != "local"
-        for lr in lrs:
-            for epochs in local_epochs if federated else local_epochs[:1]:
-                for k in active if federated else ("all",):
-                    points.append((regime, {"lr": float(lr), "local_epochs": int(epochs), "clients_per_task": k}))
-    with tqdm(total=len(points) * len(seeds), desc="grid", disable=not progress) as bar:
-        for regime, changes in points:
-            overrides = {**validation.config.overrides, regime.name: {
-                **validation.config.overrides.get(regime.name, {}), **changes}}
-            data = dataclasses.replace(validation, config=dataclasses.replace(validation.config, overrides=overrides))
-            accs = []
-            for seed in seeds:
-                try:
-                    accs.append(run_face_regime(data, regime, seed).mean)
-                except DivergedError:
-                    accs.append(float("nan"))
-                bar.update(1)
-            entry = out.setdefault(regime.name, {"grid": []})
-            entry["grid"].append({**changes, "val_accuracy": statistics.fmean(accs), "per_seed": accs})
-    for entry in out.values():
-        best = max(entry["grid"], key=lambda p: -math.inf if math.isnan(p["val_accuracy"]) else p["val_accuracy"])
-        entry["best"] = {k: best[k] for k in ("lr", "local_epochs", "clients_per_task")}
-        entry["val_accuracy"] = best["val_accuracy"]
-    return out
+def face_workload(data: FaceData) -> Workload:
+    """The face data as the runner's workload: the suite's training settings, ranked by the mean over tasks."""
+    return Workload(name="faces", data=data, base=data.config.train, overrides=data.config.overrides,
+                    headline="mean")

@@ -159,6 +159,25 @@ def _deepface_env(home: Path) -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _torch_device(device: str) -> Iterator[None]:
+    """deepface's PyTorch models move themselves to CUDA whenever it exists; ``cpu`` keeps them on the CPU by
+    hiding CUDA from them while they are built and run, ``cuda`` requires it."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available to torch")
+    if device != "cpu" or not torch.cuda.is_available():
+        yield
+        return
+    original = torch.cuda.is_available
+    torch.cuda.is_available = lambda: False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.cuda.is_available = original  # type: ignore[assignment]
+
+
 def _decode_bgr(data: bytes, what: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -171,14 +190,14 @@ def _decode_bgr(data: bytes, what: str) -> np.ndarray:
 
 
 def extract_features(images: Sequence[bytes], config: ExtractorConfig, *, home: Path, names: Sequence[str] = (),
-                     progress: bool = True, desc: str = "features") -> tuple[np.ndarray, int]:
+                     progress: bool = True, desc: str = "features", device: str = "cpu") -> tuple[np.ndarray, int]:
     """Run ``DeepFace.represent`` over encoded images in batches; returns (features [N, d], faces detected).
 
     An image where the detector finds no face is represented from the whole image (``enforce_detection``
     False) and not counted as detected.
     """
     _check_weights(config, home)
-    with _deepface_env(home):
+    with _deepface_env(home), _torch_device(device):
         from deepface import DeepFace
 
         rows: list[np.ndarray] = []
@@ -226,8 +245,13 @@ def _load(path: Path, key: str) -> FeatureSet | None:
 
 
 def load_or_extract(dataset: FaceDataset, config: ExtractorConfig | None = None, *,
-                    cache_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> FeatureSet:
-    """The dataset's features for ``config``: from the cache when its key matches, else extracted and cached."""
+                    cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+                    device: str = "cpu") -> FeatureSet:
+    """The dataset's features for ``config``: from the cache when its key matches, else extracted and cached.
+
+    ``device`` (``cpu`` or ``cuda``) is where deepface's PyTorch models run; it is not part of the cache key
+    (the same frozen layers compute the same features up to float rounding).
+    """
     config = config or ExtractorConfig()
     cache = Path(cache_dir) if cache_dir is not None else _default_cache()
     key = cache_key(dataset.fingerprint, config)
@@ -242,7 +266,7 @@ def load_or_extract(dataset: FaceDataset, config: ExtractorConfig | None = None,
     for name, split in dataset.splits.items():
         features[name], detected[name] = extract_features(
             split.images, config, home=home, names=[f"{dataset.source} {name} {i}" for i in split.sample_ids],
-            progress=progress, desc=f"{config.model} features ({name})")
+            progress=progress, desc=f"{config.model} features ({name})", device=device)
     import deepface
 
     meta = {"key": key, "dataset": dataset.fingerprint, "source": dataset.source, "splits": list(features),

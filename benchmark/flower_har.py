@@ -39,6 +39,6 @@ def federation(run_config: Mapping[str, Any]) -> FlowerSetup:
         config = workload.config_for(regime, seed)
     if int(run_config.get("num-rounds", 0)) > 0:
         config = config.replace(rounds=int(run_config["num-rounds"]))
-    sizes = workload.sizes
+    sizes = workload.data.sizes
     return FlowerSetup(model=lambda: mlp(sizes, seed=seed), spec=layer_spec(regime, len(sizes) - 1), config=config,
-                       clients=lambda: workload.clients, info={"regime": regime.name, "seed": seed})
+                       clients=lambda: workload.data.clients, info={"regime": regime.name, "seed": seed})

@@ -26,7 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.regimes import Regime
-from benchmark.runner import RunResult, Workload, summarize_runs
+from benchmark.runner import RunResult, summarize_runs
+from benchmark.suite import Workload
 from fedmtl.errors import ConfigError, FedMTLError
 
 __all__ = ["FLOWER_FACTORY", "check_flower_regimes", "flower_run_config", "run_regime_flower", "run_suite_flower"]
@@ -98,7 +99,7 @@ def run_regime_flower(workload: Workload, regime: Regime, seed: int, run_config:
         full = {**run_config, "poll": 0.05, "out-file": str(events), "result-file": str(result_file)}
         start = time.perf_counter()
         with open(work / "flower.log", "w+") as log:
-            proc = subprocess.Popen([sys.executable, "-c", _DRIVER, json.dumps(full), str(len(workload.clients))],
+            proc = subprocess.Popen([sys.executable, "-c", _DRIVER, json.dumps(full), str(len(workload.data.clients))],
                                     cwd=work, env=_env(work / "flwr-home"), stdout=log, stderr=subprocess.STDOUT)
             with tqdm(total=config.rounds, desc=f"flower {regime.name} s{seed}", disable=not progress,
                       leave=False) as bar:
@@ -117,13 +118,13 @@ def run_regime_flower(workload: Workload, regime: Regime, seed: int, run_config:
     history = result["history"]
     if not history:
         raise FedMTLError(f"Flower run {regime.name} seed {seed} evaluated no round")
-    final = history[-1]
+    sizes = workload.data.sizes
     return RunResult(
-        regime=regime.name, seed=seed, accuracy=final["accuracy"],
-        client_mean_accuracy=final["client_mean_accuracy"], curve=[h["accuracy"] for h in history],
-        per_task=final["per_task"], seconds=time.perf_counter() - start,
-        config={"regime": regime.name, "engine": "flower", "layers": list(regime.layer_types(len(workload.sizes) - 1)),
-                "pooled": False, "model": list(workload.sizes), **config.to_dict()},
+        regime=regime.name, seed=seed, rounds=[int(h.get("round", i + 1)) for i, h in enumerate(history)],
+        scores=[{"accuracy": h["accuracy"], "client_mean_accuracy": h["client_mean_accuracy"]} for h in history],
+        seconds=time.perf_counter() - start,
+        config={"regime": regime.name, "engine": "flower", "layers": list(regime.layer_types(len(sizes) - 1)),
+                "pooled": False, "model": list(sizes), **config.to_dict()},
     )
 
 

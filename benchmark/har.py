@@ -6,15 +6,19 @@ split carved from each subject's training data, never on test data).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmark.runner import Workload
-from fedmtl import Client, TrainConfig
+from benchmark.regimes import Regime
+from benchmark.runner import layer_spec, pool_clients
+from benchmark.suite import RunPlan, Workload
+from fedmtl import Client, Federation, LayerSpecError, Simulation, TrainConfig, mlp, partition
 
-__all__ = ["HarSuiteConfig", "har_workload", "DEFAULT_TRAIN", "TUNED"]
+__all__ = ["HarSuiteConfig", "HarData", "har_workload", "DEFAULT_TRAIN", "TUNED"]
 
 # Plain SGD as in the paper (W <- W - lr * grad), 5 local epochs of batch 32 per round.
 DEFAULT_TRAIN = TrainConfig(rounds=100, local_epochs=5, batch_size=32, lr=0.05, momentum=0.0, threads=1)
@@ -67,6 +71,56 @@ def _holdout(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.2) -> tuple[t
     return x[tr], y[tr], x[va], y[va]
 
 
+@dataclass(frozen=True)
+class HarData:
+    """The HAR suite's data: one client per subject (its own task) and the MLP's widths, input to output."""
+
+    clients: tuple[Client, ...]
+    sizes: tuple[int, ...]
+    info: dict[str, Any] = field(default_factory=dict)  # what the leaderboard header says about the data
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def check(self, regimes: Sequence[Regime]) -> None:
+        """Validate every regime's layer spec against the model before anything trains (fail fast)."""
+        for regime in regimes:
+            types = regime.layer_types(self.n_layers)
+            if len(types) > self.n_layers:
+                raise LayerSpecError(f"regime {regime.name!r} types {len(types)} layers but the model has "
+                                     f"{self.n_layers} (fc1..fc{self.n_layers})")
+            partition(mlp(self.sizes), layer_spec(regime, self.n_layers))
+
+    def plan(self, regime: Regime, config: TrainConfig) -> RunPlan:
+        """A regime's one simulation; pooled regimes train one client holding everything and are scored on
+        every subject's test data (sample-weighted and client-mean)."""
+        federation = Federation(self.clients)
+        trained_on = Federation([pool_clients(self.clients)]) if regime.pooled else federation
+
+        def build(part: str, checkpoint_dir: Path | None) -> Simulation:
+            return Simulation(mlp(self.sizes, seed=config.seed), layer_spec(regime, self.n_layers), trained_on,
+                              config, checkpoint_dir=checkpoint_dir)
+
+        def score(sims: Mapping[str, Simulation]) -> dict[str, float]:
+            sim = sims[""]
+            metrics = sim.evaluate_on(federation, "pooled") if regime.pooled else sim.history[-1]
+            return {"accuracy": metrics["accuracy"], "client_mean_accuracy": metrics["client_mean_accuracy"]}
+
+        row = {"regime": regime.name, "layers": list(regime.layer_types(self.n_layers)), "pooled": regime.pooled,
+               "model": list(self.sizes)}
+        return RunPlan(("",), build, score, config, row)
+
+    def run_bytes(self) -> int:
+        """A worker process (torch and the data) plus every client's model, its copy and its update."""
+        params = sum(a * b + b for a, b in zip(self.sizes, self.sizes[1:], strict=False))
+        data = sum(c.x_train.numel() + c.x_test.numel() for c in self.clients) * 4
+        return 400 * 2**20 + 2 * data + 3 * 4 * params * len(self.clients)
+
+    def meta(self) -> dict[str, Any]:
+        return {**self.info, "clients": len(self.clients), "features": self.sizes[0]}
+
+
 def har_workload(config: HarSuiteConfig, *, validation: bool = False, progress: bool = True) -> Workload:
     """Load (or build once and cache) the HAR features, standardise them and make one client per subject."""
     from benchmark.datasets import load_har, standardize
@@ -76,4 +130,6 @@ def har_workload(config: HarSuiteConfig, *, validation: bool = False, progress: 
     clients = _tensor_clients(dataset, validation)
     sizes = (dataset.num_features, *config.hidden, len(dataset.class_names))
     name = "har" if not validation else "har-validation"
-    return Workload(name=name, clients=clients, sizes=sizes, base=config.train, overrides=config.overrides)
+    data = "UCI HAR " + config.uci_har_path if config.uci_har_path else "UCI HAPT raw (KCC2020 repack)"
+    info = {"split": config.split, "data": data}
+    return Workload(name=name, data=HarData(clients, sizes, info), base=config.train, overrides=config.overrides)

@@ -21,14 +21,13 @@ def plot_curves(suite: str, summaries: Sequence[RegimeSummary]) -> bytes:
     """Test accuracy per round, mean over seeds with a ±1 std band, one line per regime."""
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for s in summaries:
-        mean, std = s.curve_mean(), s.curve_std()
-        every = s.config.get("eval_every", 1)
-        rounds = [every * (i + 1) for i in range(len(mean))]
-        rounds[-1] = s.config["rounds"]
-        (line,) = ax.plot(rounds, mean, label=f"{s.regime} ({s.accuracy:.2f}%)", linewidth=1.6)
+        rounds, mean, std = s.curve("accuracy")
+        if not rounds:  # every seed diverged: nothing to draw
+            continue
+        (line,) = ax.plot(rounds, mean, label=f"{s.regime} ({s.value('accuracy'):.2f}%)", linewidth=1.6)
         ax.fill_between(rounds, [m - d for m, d in zip(mean, std, strict=True)],
                         [m + d for m, d in zip(mean, std, strict=True)], color=line.get_color(), alpha=0.15)
-    finals = [s.accuracy for s in summaries]
+    finals = [s.value("accuracy") for s in summaries if s.seeds]
     if finals:
         ax.set_ylim(max(0.0, min(finals) - 15), 100.5)
     ax.set_xlabel("round")

@@ -15,7 +15,7 @@ from typing import Any
 from fedmtl.config import Phase
 from fedmtl.errors import ConfigError
 
-__all__ = ["Regime", "REGIMES", "get_regimes", "custom_regime"]
+__all__ = ["Regime", "REGIMES", "get_regimes", "custom_regime", "all_layers", "split_layers", "half", "one"]
 
 LayerPlan = Callable[[int], tuple[str, ...]]
 
@@ -36,11 +36,13 @@ def _plan_fixed(types: tuple[str, ...], n: int) -> tuple[str, ...]:
     return types
 
 
-def _half(n: int) -> int:
+def half(n: int) -> int:
+    """The upper half of ``n`` layers (rounded down): the paper's split."""
     return n // 2
 
 
-def _one(n: int) -> int:
+def one(n: int) -> int:
+    """Only the top layer."""
     return 1
 
 
@@ -48,11 +50,13 @@ def _fedrep_phases(local_epochs: int) -> tuple[Phase, ...]:
     return (Phase(local_epochs, ("personal",)), Phase(1, ("common",)))
 
 
-def _all(layer_type: str) -> LayerPlan:
+def all_layers(layer_type: str) -> LayerPlan:
+    """Every layer of one type (a plan that pickles, for worker processes)."""
     return partial(_plan_all, layer_type)
 
 
-def _split(lower: str, upper: str, upper_layers: Callable[[int], int]) -> LayerPlan:
+def split_layers(lower: str, upper: str, upper_layers: Callable[[int], int]) -> LayerPlan:
+    """``upper_layers(n)`` top layers of type ``upper`` (at least one, at most n - 1), the rest ``lower``."""
     return partial(_plan_split, lower, upper, upper_layers)
 
 
@@ -84,25 +88,25 @@ class Regime:
 REGIMES: dict[str, Regime] = {
     r.name: r
     for r in [
-        Regime("centralized_joint", "one model trained on all clients' data pooled", _all("common"),
+        Regime("centralized_joint", "one model trained on all clients' data pooled", all_layers("common"),
                pooled=True, paper=True, reference="paper Table IV 'centralized joint'"),
-        Regime("separate", "one model per client, trained on its own data only", _all("personal"), paper=True,
+        Regime("separate", "one model per client, trained on its own data only", all_layers("personal"), paper=True,
                reference="paper Table IV 'separate'"),
         Regime("mtfl", "the paper: lower half common (FedAvg over all), upper half personal",
-               _split("common", "personal", _half), paper=True,
+               split_layers("common", "personal", half), paper=True,
                reference="paper section III/VI 'multi-task FL'"),
-        Regime("fedavg", "the whole model global (FedAvg)", _all("common"), paper=True,
+        Regime("fedavg", "the whole model global (FedAvg)", all_layers("common"), paper=True,
                reference="McMahan et al. 2017"),
         Regime("fedper", "all layers common but the output layer, which stays personal",
-               _split("common", "personal", _one), reference="Arivazhagan et al. 2019"),
+               split_layers("common", "personal", one), reference="Arivazhagan et al. 2019"),
         Regime("lg_fedavg", "local representation: lower half personal, upper half global",
-               _split("personal", "common", _half), reference="Liang et al. 2020"),
+               split_layers("personal", "common", half), reference="Liang et al. 2020"),
         Regime("fedrep", "common body, personal head; each round trains the head first, then the body",
-               _split("common", "personal", _one),
+               split_layers("common", "personal", one),
                phases=_fedrep_phases,
                reference="Collins et al. 2021 (head epochs = local epochs, body epochs = 1)"),
         Regime("ditto", "a global model (FedAvg) and per client a personal copy pulled towards it (lambda 0.1)",
-               _all("common"), extra={"ditto_lambda": 0.1}, reference="Li et al. 2021"),
+               all_layers("common"), extra={"ditto_lambda": 0.1}, reference="Li et al. 2021"),
     ]
 }
 

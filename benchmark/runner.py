@@ -1,14 +1,26 @@
-"""Run regimes x seeds on one set of clients and collect what a leaderboard needs."""
+"""One runner for every suite: runs trained round by round, checkpointed, resumed, side by side, summarised.
+
+A run is a regime, a seed and optional config changes (a grid point). The runner drives its simulations one
+round at a time through ``Simulation.run(r)``, scores every evaluated round with the suite's score, and, with a
+checkpoint directory, keeps each part's checkpoint and the scores so far (``scores.json``) after every round:
+a suite killed at any point and run again resumes to the same rows. A run that diverges is recorded as such
+(its row says so) and the other runs go on.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
+import json
+import math
 import multiprocessing
+import os
+import queue
 import statistics
+import sys
 import time
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,60 +28,110 @@ import torch
 from tqdm.auto import tqdm
 
 from benchmark.regimes import Regime
-from fedmtl import Client, DivergedError, Federation, LayerSpec, LayerSpecError, Simulation, TrainConfig, mlp, partition
+from benchmark.suite import Workload
+from fedmtl import Client, DivergedError, LayerSpec
+from fedmtl.errors import CheckpointError
+from fedmtl.files import atomic_write
 
 __all__ = [
-    "Workload", "Task", "execute", "RunResult", "RegimeSummary", "run_regime", "run_suite", "summarize_runs",
-    "pool_clients", "check_regimes", "layer_spec",
+    "Task", "RunResult", "RegimeSummary", "run_task", "execute", "run_suite", "summarize_runs", "pool_clients",
+    "layer_spec", "jobs_within", "SCORES_NAME",
 ]
+
+SCORES_NAME = "scores.json"
+# Settings that change how a run is computed, not what it computes: a checkpoint stays valid across them.
+_NOT_RESULTS = ("rounds", "threads", "eval_every", "device", "memory_budget")
 
 
 @dataclass(frozen=True)
-class Workload:
-    """A suite's data and model shape: the clients (one task each) and the MLP widths, input to output."""
+class Task:
+    """One training run: a regime, a seed and optional config changes (a grid point)."""
 
-    name: str
-    clients: tuple[Client, ...]
-    sizes: tuple[int, ...]
-    base: TrainConfig
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # regime -> TrainConfig changes
-    checkpoints: str | None = None  # directory for per-run checkpoints: a killed suite resumes where it stopped
+    regime: Regime
+    seed: int
+    overrides: tuple[tuple[str, Any], ...] = ()
 
-    def config_for(self, regime: Regime, seed: int) -> TrainConfig:
-        changes = {"seed": seed, "phases": regime.local_phases(self.base.local_epochs), **regime.extra}
-        changes.update(self.overrides.get(regime.name, {}))
-        return self.base.replace(**changes)
+    @property
+    def key(self) -> str:
+        """The run's checkpoint folder name: ``<regime>-seed<n>`` (plus a digest of a grid point's changes)."""
+        base = f"{self.regime.name}-seed{self.seed}"
+        if not self.overrides:
+            return base
+        digest = hashlib.sha256(json.dumps(sorted(self.overrides), default=str).encode()).hexdigest()[:10]
+        return f"{base}-{digest}"
 
 
 @dataclass
 class RunResult:
+    """One run: its score after every evaluated round (``scores[i]`` after round ``rounds[i]``)."""
+
     regime: str
     seed: int
-    accuracy: float
-    client_mean_accuracy: float
-    curve: list[float]
-    per_task: dict[str, float]
+    rounds: list[int]
+    scores: list[dict[str, float]]
     seconds: float
     config: dict[str, Any]
+    diverged: str | None = None  # why, when the run diverged; its scores stop at the last good round
+
+    @property
+    def final(self) -> dict[str, float]:
+        """The last round's score; empty for a run that diverged (its numbers are not a result)."""
+        return {} if self.diverged or not self.scores else self.scores[-1]
+
+    def value(self, key: str) -> float:
+        return self.final.get(key, math.nan)
+
+    def curve(self, key: str) -> list[float]:
+        return [s[key] for s in self.scores]
+
+
+def _std(values: list[float]) -> float:
+    """Sample standard deviation over seeds (0 for a single seed)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 @dataclass
 class RegimeSummary:
+    """One leaderboard row: every score key's mean and sample std over the seeds that finished."""
+
     regime: str
-    accuracy: float
-    std: float
-    client_mean_accuracy: float
-    client_mean_std: float
-    seeds: int
+    mean: dict[str, float]
+    std: dict[str, float]
+    seeds: int  # seeds that finished
+    diverged: list[int]  # seeds that diverged
     seconds: float
     config: dict[str, Any]
     runs: list[RunResult]
 
-    def curve_mean(self) -> list[float]:
-        return [statistics.fmean(v) for v in zip(*(r.curve for r in self.runs), strict=True)]
+    @property
+    def finished(self) -> list[RunResult]:
+        return [r for r in self.runs if not r.diverged]
 
-    def curve_std(self) -> list[float]:
-        return [_std(list(v)) for v in zip(*(r.curve for r in self.runs), strict=True)]
+    def value(self, key: str) -> float:
+        return self.mean.get(key, math.nan)
+
+    def curve(self, key: str) -> tuple[list[int], list[float], list[float]]:
+        """Rounds, mean and std over the finished seeds of one score key per evaluated round."""
+        runs = self.finished
+        if not runs:
+            return [], [], []
+        columns = list(zip(*(r.curve(key) for r in runs), strict=True))
+        return runs[0].rounds, [statistics.fmean(v) for v in columns], [_std(list(v)) for v in columns]
+
+
+def summarize_runs(runs: list[RunResult]) -> RegimeSummary:
+    """Mean and std over seeds of every score key; diverged seeds are listed, not averaged."""
+    finished = [r for r in runs if not r.diverged]
+    keys = list(finished[0].final) if finished else []
+    config = {k: v for k, v in runs[0].config.items() if k != "seed"}
+    config["seeds"] = [r.seed for r in runs]
+    return RegimeSummary(
+        regime=runs[0].regime,
+        mean={k: statistics.fmean(r.final[k] for r in finished) for k in keys},
+        std={k: _std([r.final[k] for r in finished]) for k in keys},
+        seeds=len(finished), diverged=[r.seed for r in runs if r.diverged],
+        seconds=sum(r.seconds for r in runs), config=config, runs=runs,
+    )
 
 
 def pool_clients(clients: Sequence[Client]) -> Client:
@@ -83,126 +145,173 @@ def layer_spec(regime: Regime, n_layers: int) -> LayerSpec:
     return LayerSpec({f"fc{i + 1}": t for i, t in enumerate(regime.layer_types(n_layers))})
 
 
-def check_regimes(workload: Workload, regimes: Sequence[Regime]) -> None:
-    """Validate every regime's layer spec against the model before anything trains (fail fast, write nothing)."""
-    n_layers = len(workload.sizes) - 1
-    for regime in regimes:
-        if len(regime.layer_types(n_layers)) > n_layers:
-            raise LayerSpecError(f"regime {regime.name!r} types {len(regime.layer_types(n_layers))} layers but the "
-                                 f"model has {n_layers} (fc1..fc{n_layers})")
-        partition(mlp(workload.sizes), layer_spec(regime, n_layers))
+# ---------------------------------------------------------------------------------------------- one run
+def _config_key(config: Mapping[str, Any]) -> str:
+    kept = {k: v for k, v in config.items() if k not in _NOT_RESULTS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_regime(workload: Workload, regime: Regime, seed: int, *, progress: bool = False,
-               tolerate_divergence: bool = False) -> RunResult:
-    """Train one regime with one seed. A diverging run raises, or with ``tolerate_divergence`` (grid points)
-    comes back with NaN accuracy so a too-large learning rate loses the grid instead of ending it."""
-    config = workload.config_for(regime, seed)
-    model = mlp(workload.sizes, seed=seed)
-    federation = Federation(workload.clients)
-    trained_on = Federation([pool_clients(workload.clients)]) if regime.pooled else federation
-    start = time.perf_counter()
-    checkpoint_dir = Path(workload.checkpoints) / f"{regime.name}-seed{seed}" if workload.checkpoints else None
-    sim = Simulation(model, layer_spec(regime, len(workload.sizes) - 1), trained_on, config,
-                     checkpoint_dir=checkpoint_dir)
+def _load_scores(path: Path, key: str) -> dict[str, Any]:
+    if not path.exists():
+        return {"config": key, "scores": {}}
     try:
-        history = sim.run(progress=progress, desc=f"{regime.name} s{seed}")
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is unreadable ({exc}); delete it to train the run again") from None
+    if state.get("config") != key:
+        raise CheckpointError(f"{path} was written by a different config; use a fresh --checkpoints directory")
+    return state
+
+
+def _save_scores(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, (json.dumps(state, indent=1) + "\n").encode(), durable=True)
+
+
+Reporter = Callable[[int, dict[str, float] | None], None]
+
+
+def run_task(workload: Workload, task: Task, *, checkpoints: str | os.PathLike[str] | None = None,
+             report: Reporter | None = None) -> RunResult:
+    """Train one run round by round; ``report(round, score or None)`` after each round.
+
+    With ``checkpoints``, each part checkpoints under ``<checkpoints>/<task.key>[/<part>]`` and the scores so
+    far go to ``scores.json`` beside them after every round (checkpoint first, then scores: a kill in between
+    leaves a round whose score is recomputed from its checkpoint, which gives the same number).
+    """
+    plan = workload.plan(task.regime, task.seed, dict(task.overrides))
+    config = plan.config
+    row = {**plan.row, **config.to_dict()}
+    run_dir = Path(checkpoints) / task.key if checkpoints is not None else None
+    start = time.perf_counter()
+    sims = {part: plan.build(part, None if run_dir is None else run_dir / part if part else run_dir)
+            for part in plan.parts}
+    score_path = run_dir / SCORES_NAME if run_dir is not None else None
+    state = _load_scores(score_path, _config_key(row)) if score_path is not None else {"scores": {}}
+    reached = min(sim.round_index for sim in sims.values())
+    saved = {int(r): s for r, s in state["scores"].items() if int(r) <= reached}
+    if state.get("diverged"):
+        rounds = sorted(saved)
+        return RunResult(task.regime.name, task.seed, rounds, [saved[r] for r in rounds],
+                         time.perf_counter() - start, row, diverged=state["diverged"])
+    rounds: list[int] = []
+    scores: list[dict[str, float]] = []
+    r = 0
+    try:
+        for r in range(1, config.rounds + 1):
+            for sim in sims.values():
+                sim.run(r, progress=False)
+            score = None
+            if r % config.eval_every == 0 or r == config.rounds:
+                score = saved.get(r)
+                if score is None:
+                    if any(sim.round_index > r for sim in sims.values()):
+                        raise CheckpointError(f"{run_dir}: the checkpoint is past round {r}, whose score was not "
+                                              "kept; use a fresh --checkpoints directory")
+                    score = plan.score(sims)
+                    if score_path is not None:
+                        state["scores"][str(r)] = score
+                        _save_scores(score_path, state)
+                rounds.append(r)
+                scores.append(score)
+            if report is not None:
+                report(r, score)
     except DivergedError as exc:
-        if not tolerate_divergence:
-            raise DivergedError(f"regime {regime.name!r}, seed {seed}: {exc}") from None
-        nan = float("nan")
-        history = [*sim.history, {"accuracy": nan, "client_mean_accuracy": nan, "per_task": {}}]
-        return RunResult(regime.name, seed, nan, nan, [h["accuracy"] for h in history], {},
-                         time.perf_counter() - start, {"regime": regime.name, "diverged": True, **config.to_dict()})
-    final = sim.evaluate_on(federation, "pooled") if regime.pooled else history[-1]
-    return RunResult(
-        regime=regime.name, seed=seed, accuracy=final["accuracy"],
-        client_mean_accuracy=final["client_mean_accuracy"], curve=[h["accuracy"] for h in history],
-        per_task=final["per_task"], seconds=time.perf_counter() - start,
-        config={"regime": regime.name, "layers": list(regime.layer_types(len(workload.sizes) - 1)),
-                "pooled": regime.pooled, "model": list(workload.sizes), **config.to_dict()},
-    )
+        message = str(exc)
+        if score_path is not None:
+            state["diverged"] = message
+            _save_scores(score_path, state)
+        return RunResult(task.regime.name, task.seed, rounds, scores, time.perf_counter() - start, row,
+                         diverged=message)
+    return RunResult(task.regime.name, task.seed, rounds, scores, time.perf_counter() - start, row)
 
 
-def _std(values: list[float]) -> float:
-    """Sample standard deviation over seeds (0 for a single seed)."""
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+# ---------------------------------------------------------------------------------------------- many runs
+_WORKER: dict[str, Any] = {}
 
 
-def summarize_runs(runs: list[RunResult]) -> RegimeSummary:
-    accs = [r.accuracy for r in runs]
-    cms = [r.client_mean_accuracy for r in runs]
-    config = {k: v for k, v in runs[0].config.items() if k != "seed"}
-    config["seeds"] = [r.seed for r in runs]
-    return RegimeSummary(
-        regime=runs[0].regime, accuracy=statistics.fmean(accs), std=_std(accs),
-        client_mean_accuracy=statistics.fmean(cms), client_mean_std=_std(cms), seeds=len(runs),
-        seconds=sum(r.seconds for r in runs), config=config, runs=runs,
-    )
-
-
-_WORKER_WORKLOAD: Workload | None = None
-
-
-@dataclass(frozen=True)
-class Task:
-    """One training run: a regime, a seed and optional config changes (a grid point)."""
-
-    regime: Regime
-    seed: int
-    overrides: tuple[tuple[str, Any], ...] = ()
-    tolerate_divergence: bool = False
-
-
-def _run_task(workload: Workload, task: Task) -> RunResult:
-    if task.overrides:
-        name = task.regime.name
-        merged = {**workload.overrides.get(name, {}), **dict(task.overrides)}
-        workload = dataclasses.replace(workload, overrides={**workload.overrides, name: merged})
-    return run_regime(workload, task.regime, task.seed, tolerate_divergence=task.tolerate_divergence)
-
-
-def _init_worker(workload: Workload, threads: int) -> None:
-    global _WORKER_WORKLOAD
+def _init_worker(workload: Workload, threads: int, events: Any, checkpoints: str | None) -> None:
     torch.set_num_threads(threads)
-    _WORKER_WORKLOAD = workload
+    _WORKER.update(workload=workload, events=events, checkpoints=checkpoints)
 
 
-def _run_in_worker(task: Task) -> RunResult:
-    assert _WORKER_WORKLOAD is not None
-    return _run_task(_WORKER_WORKLOAD, task)
+def _run_in_worker(index: int, task: Task) -> RunResult:
+    events = _WORKER["events"]
+    return run_task(_WORKER["workload"], task, checkpoints=_WORKER["checkpoints"],
+                    report=lambda r, score: events.put((index, r, score)))
+
+
+def jobs_within(requested: int, run_bytes: int, budget: int | None) -> int:
+    """How many runs go side by side: ``requested``, capped so that their estimated memory fits ``budget``."""
+    if budget is None or run_bytes <= 0:
+        return max(1, requested)
+    return max(1, min(requested, budget // run_bytes))
+
+
+class _Progress:
+    """One bar for the whole batch of runs, one step per trained round: regime, seed, round and score."""
+
+    def __init__(self, workload: Workload, tasks: Sequence[Task], enabled: bool, desc: str) -> None:
+        self.tasks = tasks
+        self.headline = workload.headline
+        self.totals = [workload.config_for(t.regime, t.seed, dict(t.overrides)).rounds for t in tasks]
+        self.bar = tqdm(total=sum(self.totals), desc=desc, unit="round", disable=not enabled,
+                        file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, index: int, r: int, score: Mapping[str, float] | None) -> None:
+        task = self.tasks[index]
+        text = f"{task.regime.name} seed {task.seed} round {r}/{self.totals[index]}"
+        if score is not None and self.headline in score:
+            text += f" {self.headline} {score[self.headline]:.2f}"
+        self.bar.set_postfix_str(text, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def execute(workload: Workload, tasks: Sequence[Task], *, jobs: int = 1, progress: bool = True,
-            desc: str | None = None) -> list[RunResult]:
+            desc: str | None = None, checkpoints: str | os.PathLike[str] | None = None) -> list[RunResult]:
     """Run tasks, ``jobs`` at a time in separate processes; results come back in task order.
 
-    Runs are independent, so running them side by side (one torch thread each) uses the cores without the
-    contention that intra-op threading of small matmuls suffers; results do not depend on ``jobs``.
+    Runs are independent, so running them side by side (``base.threads`` torch threads each) uses the cores
+    without the contention that intra-op threading of small matmuls suffers; results do not depend on ``jobs``.
     """
+    bar = _Progress(workload, tasks, progress, desc or workload.name)
+    ckpt = None if checkpoints is None else str(checkpoints)
     results: dict[int, RunResult] = {}
-    with tqdm(total=len(tasks), desc=desc or workload.name, disable=not progress) as bar:
+    try:
         if jobs <= 1 or len(tasks) <= 1:
             for i, task in enumerate(tasks):
-                bar.set_postfix(regime=task.regime.name, seed=task.seed)
-                results[i] = _run_task(workload, task)
-                bar.update(1)
+                results[i] = run_task(workload, task, checkpoints=ckpt,
+                                      report=lambda r, score, i=i: bar(i, r, score))
         else:
             context = multiprocessing.get_context("spawn")
+            events = context.Queue()
             with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=context, initializer=_init_worker,
-                                     initargs=(workload, workload.base.threads or 1)) as pool:
-                futures = {pool.submit(_run_in_worker, task): i for i, task in enumerate(tasks)}
-                for future in as_completed(futures):
-                    i = futures[future]
-                    results[i] = future.result()
-                    bar.set_postfix(done=f"{tasks[i].regime.name} s{tasks[i].seed}")
-                    bar.update(1)
+                                     initargs=(workload, workload.base.threads or 1, events, ckpt)) as pool:
+                pending = {pool.submit(_run_in_worker, i, task): i for i, task in enumerate(tasks)}
+                while pending:
+                    done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                    _drain(events, bar)
+                    for future in done:
+                        results[pending.pop(future)] = future.result()
+                _drain(events, bar)
+    finally:
+        bar.close()
     return [results[i] for i in range(len(tasks))]
 
 
+def _drain(events: Any, bar: _Progress) -> None:
+    while True:
+        try:
+            bar(*events.get_nowait())
+        except queue.Empty:
+            return
+
+
 def run_suite(workload: Workload, regimes: Sequence[Regime], seeds: Sequence[int], *, jobs: int = 1,
-              progress: bool = True) -> list[RegimeSummary]:
-    """Every regime with every seed, summarised per regime (mean and std over seeds)."""
+              progress: bool = True, checkpoints: str | os.PathLike[str] | None = None) -> list[RegimeSummary]:
+    """Every regime with every seed, summarised per regime (mean and std over the seeds that finished)."""
     tasks = [Task(r, seed) for r in regimes for seed in seeds]
-    runs = execute(workload, tasks, jobs=jobs, progress=progress)
+    runs = execute(workload, tasks, jobs=jobs, progress=progress, checkpoints=checkpoints)
     return [summarize_runs([run for run in runs if run.regime == r.name]) for r in regimes]

@@ -70,6 +70,8 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     eval_every: int = 1
+    device: str = "cpu"
+    memory_budget: int | None = None  # bytes
 
     def __post_init__(self) -> None:
         for name in ("rounds", "local_epochs", "batch_size", "eval_every"):

@@ -8,6 +8,7 @@ Hub dataset id (needs internet). Every attribute column that is a two-class ``Cl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -18,7 +19,7 @@ import numpy as np
 
 from fedmtl.errors import DatasetError
 
-__all__ = ["PAPER_ATTRIBUTES", "SPLITS", "FaceSplit", "FaceDataset", "load_faces", "from_dataset_dict"]
+__all__ = ["PAPER_ATTRIBUTES", "SPLITS", "FaceSplit", "FaceDataset", "load_faces", "from_dataset_dict", "card_notes"]
 
 PAPER_ATTRIBUTES: dict[str, tuple[str, str]] = {
     "gender": ("male", "female"),
@@ -48,6 +49,7 @@ class FaceDataset:
     class_names: dict[str, tuple[str, str]]
     splits: dict[str, FaceSplit]
     fingerprint: str
+    notes: tuple[str, ...] = ()  # sentences the dataset asks every leaderboard on it to show (its card's)
 
     def labelled(self, split: str, task: str) -> int:
         return int((self.splits[split].labels[:, self.tasks.index(task)] >= 0).sum())
@@ -153,4 +155,30 @@ def load_faces(path_or_id: str | os.PathLike[str]) -> FaceDataset:
     except Exception as exc:  # datasets raises many types (FileNotFoundError, ConnectionError, ArrowInvalid...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DatasetError(f"dataset {source}: cannot load it ({type(exc).__name__}: {first})") from None
-    return from_dataset_dict(dd, source)
+    dataset = from_dataset_dict(dd, source)
+    if path.is_dir():
+        dataset = dataclasses.replace(dataset, notes=card_notes(path / "README.md"))
+    return dataset
+
+
+def card_notes(card: Path) -> tuple[str, ...]:
+    """``benchmark_notes`` from a dataset card's YAML front matter: a list of sentences a leaderboard on this
+    dataset must show (e.g. that its labels are machine-made, and how accurate they measured). A card without
+    the key, or without front matter, has none; a key that is not a list of strings is an error naming it."""
+    import yaml
+
+    try:
+        text = card.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return ()
+    if not text.startswith("---"):
+        return ()
+    front = text.split("\n---", 1)[0].removeprefix("---")
+    try:
+        meta = yaml.safe_load(front) or {}
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"dataset card {card}: its YAML front matter is unreadable ({exc})") from None
+    notes = meta.get("benchmark_notes", []) if isinstance(meta, dict) else []
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise DatasetError(f"dataset card {card}: benchmark_notes must be a list of strings")
+    return tuple(n.strip() for n in notes if n.strip())

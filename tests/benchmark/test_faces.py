@@ -13,10 +13,11 @@ from benchmark.faces import (
     PAPER_REGIMES,
     FaceSuiteConfig,
     build_face_data,
+    face_workload,
     get_face_regimes,
-    run_face_regime,
 )
 from benchmark.features import FeatureSet
+from benchmark.runner import Task, run_task
 from fedmtl import ConfigError
 
 TASKS = ["gender", "age_group", "glasses", "pose", "teeth"]
@@ -46,8 +47,14 @@ def test_quick_run_of_the_five_regimes_gives_a_row_per_task(face_features, face_
     assert layers["mtfl"] == ["common", "common", "task", "task"]
     assert layers["fedavg_per_task"] == ["task"] * 4 and layers["local"] == ["personal"] * 4
     csv_lines = (out / "faces" / "leaderboard.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("regime,task,accuracy,std") and len(csv_lines) == 1 + 5 * 6
+    assert csv_lines[0].startswith("regime,task,accuracy,std") and len(csv_lines) == 1 + 5 * 6 + 6
     assert "| rank | regime | gender (%) | age_group (%)" in printed
+    # the majority-class baseline per task, from the labels the rows are scored on
+    majority = board["baselines"]["majority_class"]
+    assert list(majority) == [*TASKS, "mean"] and all(50 <= v <= 100 for v in majority.values())
+    assert board["meta"]["majority_class"] == {t: majority[t] for t in TASKS}
+    assert "| - | *majority class* | " + " | ".join(f"{majority[t]:.2f}" for t in TASKS) in printed
+    assert [line.split(",")[0] for line in csv_lines[-6:]] == ["majority_class"] * 6
     for name in ["curves.png", *(f"curves-{t}.png" for t in TASKS)]:
         assert (out / "faces" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -91,9 +98,9 @@ def test_mtfl_and_centralised_cases_learn_separable_attributes(face_export):
     data = build_face_data(dataset, _separable(dataset), FaceSuiteConfig(clients=10, hidden=(32, 16, 8),
                                                                         train=train))
     for name in ("mtfl", "fedavg_per_task", "centralized_joint", "centralized_separate"):
-        run = run_face_regime(data, PAPER_REGIMES[name], seed=0)
-        assert set(run.per_task) == set(TASKS) and len(run.rounds) == 40
-        assert run.mean > 80, (name, run.per_task)  # chance: ~50
+        run = run_task(face_workload(data), Task(PAPER_REGIMES[name], 0))
+        assert list(run.final) == [*TASKS, "mean"] and run.rounds == list(range(1, 41))
+        assert run.final["mean"] > 80, (name, run.final)  # chance: ~50
 
 
 def test_face_regimes_are_the_papers_five_plus_named_baselines():
@@ -104,13 +111,17 @@ def test_face_regimes_are_the_papers_five_plus_named_baselines():
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "--suite faces needs --dataset"),
+    ([], "no default face dataset"),  # until benchmark.datasets.default_faces exists in this build
     (["--dataset", "/nonexistent/export"], "no such folder"),
     (["--dataset", "someone/faces-not-cached"], "cannot load it"),  # a Hub id, offline
     (["--dataset", "DATASET", "--regimes", "mtfl,fedmagic"], "regime 'fedmagic' is unknown"),
     (["--dataset", "DATASET", "--tasks", "gender,smile"], "task 'smile' is not an attribute"),
     (["--dataset", "DATASET", "--clients", "400"], "gets no labelled training image"),
-    (["--dataset", "DATASET", "--checkpoints", "ck"], "--checkpoints is not supported by the faces suite"),
+    (["--dataset", "DATASET", "--split", "random"], "--split is a flag of the har suite, not of faces"),
+    (["--dataset", "DATASET", "--engine", "flower"], "--engine is a flag of the har suite"),
+    (["--dataset", "DATASET", "--size", "50"], "--size sets the size of the default dataset"),
+    (["--dataset", "DATASET", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    (["--dataset", "DATASET", "--memory-budget", "lots"], "'lots' is not a size like 4G"),
     (["--dataset", "DATASET", "--model", "VGG-Fcae"], "face model 'VGG-Fcae' is unknown"),
 ])
 def test_bad_input_is_one_line_nonzero_and_writes_nothing(face_features, face_export, tmp_path, capsys, args,
@@ -165,9 +176,10 @@ def test_pooled_cases_default_to_one_epoch_and_a_config_file_replaces_the_defaul
 
     dataset = load_faces(face_export)
     data = build_face_data(dataset, _separable(dataset), FaceSuiteConfig(clients=10, hidden=(8,)))
-    assert data.config_for(PAPER_REGIMES["centralized_joint"], 0).local_epochs == 1
-    assert data.config_for(PAPER_REGIMES["mtfl"], 1).local_epochs == DEFAULT_TRAIN.local_epochs == 5
-    assert data.config_for(PAPER_REGIMES["mtfl"], 1).seed == 1 and DEFAULT_TRAIN.batch_size == 16
+    workload = face_workload(data)
+    assert workload.config_for(PAPER_REGIMES["centralized_joint"], 0).local_epochs == 1
+    assert workload.config_for(PAPER_REGIMES["mtfl"], 1).local_epochs == DEFAULT_TRAIN.local_epochs == 5
+    assert workload.config_for(PAPER_REGIMES["mtfl"], 1).seed == 1 and DEFAULT_TRAIN.batch_size == 16
     toml = tmp_path / "face.toml"
     toml.write_text('rounds = 2\nlocal_epochs = 2\nlr = 0.02\nloss = "bce"\nbackend = "fused"\nbatch_size = 16\n')
     out = tmp_path / "results"

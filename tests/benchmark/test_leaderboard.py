@@ -8,16 +8,18 @@ from benchmark.runner import RunResult, summarize_runs
 
 
 def runs(regime, accs):
-    return [RunResult(regime, seed, acc, acc - 1, [acc - 5, acc], {}, 1.0,
+    return [RunResult(regime, seed, [1, 2], [{"accuracy": acc - 5, "client_mean_accuracy": acc - 6},
+                                             {"accuracy": acc, "client_mean_accuracy": acc - 1}], 1.0,
                       {"regime": regime, "seed": seed, "rounds": 2, "lr": 0.1, "batch_size": 32, "local_epochs": 5})
             for seed, acc in enumerate(accs)]
 
 
 def test_summary_is_mean_and_sample_std_over_seeds():
     s = summarize_runs(runs("mtfl", [90.0, 92.0, 94.0]))
-    assert s.accuracy == 92.0 and math.isclose(s.std, 2.0)
+    assert s.mean["accuracy"] == 92.0 and math.isclose(s.std["accuracy"], 2.0)
+    assert s.mean["client_mean_accuracy"] == 91.0
     assert s.config["seeds"] == [0, 1, 2] and "seed" not in s.config
-    assert s.curve_mean() == [87.0, 92.0]
+    assert s.curve("accuracy") == ([1, 2], [87.0, 92.0], [2.0, 2.0])
 
 
 def test_outputs_rank_by_accuracy_and_agree(tmp_path):

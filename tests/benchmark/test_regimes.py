@@ -32,7 +32,8 @@ def test_unknown_regime_is_named():
 def test_grid_survives_a_diverging_learning_rate():
     import torch
 
-    from benchmark.runner import Workload
+    from benchmark.har import HarData
+    from benchmark.suite import Workload
     from benchmark.tuning import grid_search
     from fedmtl import Client, TrainConfig
 
@@ -42,8 +43,10 @@ def test_grid_survives_a_diverging_learning_rate():
         x = torch.randn(40, 6, generator=g)
         y = (x[:, 0] > 0).long()
         clients.append(Client(f"c{i}", f"c{i}", x[:30], y[:30], x[30:], y[30:]))
-    workload = Workload("toy", tuple(clients), (6, 8, 2), TrainConfig(rounds=2, local_epochs=1, batch_size=8))
-    result = grid_search(workload, [REGIMES["mtfl"]], lrs=[0.1, 1e30], batch_sizes=[8], seeds=[0, 1], progress=False)
+    workload = Workload("toy", HarData(tuple(clients), (6, 8, 2)), TrainConfig(rounds=2, local_epochs=1,
+                                                                               batch_size=8))
+    result = grid_search(workload, [REGIMES["mtfl"]], lambda r: [{"lr": lr, "batch_size": 8} for lr in (0.1, 1e30)],
+                         seeds=[0, 1], progress=False)
     points = {p["lr"]: p["val_accuracy"] for p in result["mtfl"]["grid"]}
     assert points[1e30] != points[1e30]  # NaN: diverged, recorded, not fatal
-    assert result["mtfl"]["lr"] == 0.1
+    assert result["mtfl"]["best"] == {"lr": 0.1, "batch_size": 8}
