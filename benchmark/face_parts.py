@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from fedmtl.errors import DatasetError, FedMTLError
 
-__all__ = ["MODEL", "DIM", "LAYERS", "MissingModelFileError", "check_model_files", "face_vector", "extract"]
+__all__ = ["MODEL", "DIM", "LAYERS", "PARTS", "MissingModelFileError", "check_model_files", "face_vector", "extract"]
 
 MODEL = "CydralDlib"
 # (onnx file, chip size, inner outputs used); the chips are built as labeling.sources.agegender builds them.
@@ -37,7 +37,13 @@ LAYERS: dict[str, tuple[int, tuple[str, ...]]] = {
     "age-v1.onnx": (64, ("layer_1_flatten",)),
 }
 GENDER_POOL = 4  # 8 x 8 -> 2 x 2 per channel
-DIM = 64 * 2 * 2 + 16 + 256 + 136 + 3 + 128
+# The width of each part, in column order (the probe measures them one by one too).
+_WIDTHS = {"gender_conv": 256, "gender_penultimate": 16, "age_penultimate": 256, "landmarks": 136, "cues": 3,
+           "dlib_aligned": 128}
+_EDGES = np.cumsum([0, *_WIDTHS.values()])
+PARTS: dict[str, slice] = {name: slice(int(a), int(b)) for name, a, b in
+                             zip(_WIDTHS, _EDGES[:-1], _EDGES[1:], strict=True)}
+DIM = int(_EDGES[-1])
 _GROUPS = ("geometry", "cues", "embedding")
 _SESSIONS: dict[str, object] = {}
 _LOCK = threading.Lock()

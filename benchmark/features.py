@@ -7,9 +7,10 @@ deepface downloads them where there is internet. The offline default is deepface
 ResNet), whose weight files ship in the PyPI package ``face-recognition-models``; they are linked into a
 project-managed ``DEEPFACE_HOME`` (``<cache>/deepface``) unless the user set one.
 
-The default is not a deepface model: ``CydralDlib`` (``benchmark.face_parts``), the Cydral age and gender networks'
+One model is not deepface's: ``CydralDlib`` (``benchmark.face_parts``), the Cydral age and gender networks'
 inner layers, dlib's landmark geometry and its aligned 128-d descriptor, all offline. A linear probe on
-hand-labelled generated faces chose it over deepface's Dlib (README, "Pre-trained layers by measurement").
+hand-labelled generated faces chose it over deepface's Dlib for the default dataset (README, "Pre-trained layers
+by measurement"), whose suite uses it unless ``--model`` says otherwise.
 
 Features are cached per (dataset images, model, detector options) in ``<cache>/face-features/<key>.npz``,
 written atomically once every image is done: a run that fails (missing weights, a bad image) leaves nothing.
@@ -43,7 +44,7 @@ __all__ = [
     "MissingWeightsError", "deepface_home", "cache_key", "extract_features", "load_or_extract",
 ]
 
-DEFAULT_MODEL = FACE_PARTS_MODEL
+DEFAULT_MODEL = "Dlib"  # for a dataset given with --dataset; the default dataset uses FACE_PARTS_MODEL
 # Generated faces are already aligned crops: 'skip' feeds the whole image to the model (no detector weights).
 DEFAULT_DETECTOR = "skip"
 FEATURE_VERSION = 1  # bump when what is stored for the same key changes

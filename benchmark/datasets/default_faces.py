@@ -10,9 +10,10 @@ folder per (size, generator, labelling sources) under ``<cache>/default-faces/``
 3. ``export/``: the ``DatasetDict`` with its card (``labeling.export``), written under another name and renamed
    when complete: it existing means the dataset is finished, and a later call only returns its path.
 
-The seeds start far above the hand-labelled faces (seeds 0-339, ``data/labels``), so the faces that measure the
-machine labels are never in the benchmark's data. The labels are machine-made: the card says so, and its
-``benchmark_notes`` make every leaderboard on it say so too.
+``cache_dir`` only says where these folders go; the generator and the labelling models come from their own
+caches (``$FEDMTL_CACHE``). The seeds start far above the hand-labelled faces (seeds 0-339, ``data/labels``), so
+the faces that measure the machine labels are never in the benchmark's data. The labels are machine-made: the card
+says so, and its ``benchmark_notes`` make every leaderboard on it say so too.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ import os
 import shutil
 from pathlib import Path
 
+from benchmark.face_parts import MODEL as FACE_PARTS_MODEL
 from fedmtl.errors import ConfigError
 from fedmtl.files import atomic_write, cache_root
 
-__all__ = ["DEFAULT_SIZE", "PAPER_SIZE", "FIRST_SEED", "TEST_FRACTION", "build_default_faces", "default_faces_dir"]
+__all__ = ["MODEL", "DEFAULT_SIZE", "PAPER_SIZE", "FIRST_SEED", "TEST_FRACTION", "build_default_faces",
+           "default_faces_dir"]
 
+MODEL = FACE_PARTS_MODEL  # the pre-trained layers the suite uses on this dataset unless --model says otherwise
 DEFAULT_SIZE = 2000  # the default suite (5 regimes x 3 seeds) fits 15 minutes on 2 cores (README)
 PAPER_SIZE = 13_792  # the paper's generated faces (section V)
 FIRST_SEED = 1_000_000
@@ -97,8 +101,7 @@ def build_default_faces(*, size: int | None = None, cache_dir: str | None = None
     from labeling.store import LabelStore
 
     images = root / "images"
-    networks = Path(cache_dir).expanduser() / "networks" if cache_dir is not None else None
-    net = load_network(NETWORK, cache_dir=networks, progress=progress)
+    net = load_network(NETWORK, progress=progress)  # the generator's own cache, as for every model file
     generate(net, images, range(FIRST_SEED, FIRST_SEED + n), device=device, progress=progress)
     store = LabelStore(root / "labels.sqlite")
     autolabel(images, store, progress=progress)
