@@ -172,6 +172,8 @@ def _run(args: argparse.Namespace) -> int:
     if jobs < requested and args.jobs:
         print(f"note: --jobs {requested} lowered to {jobs}: one run needs about "
               f"{workload.data.run_bytes() / 2**30:.1f} GiB", file=sys.stderr)
+    if args.threads is None and jobs > 1 and (workload.base.threads or 1) > 1:  # side by side: share the cores
+        workload = _replace(workload, base=workload.base.replace(threads=max(1, workload.base.threads // jobs)))
     if budget is not None:  # each run gets its share of the budget
         share = budget // jobs
         workload = _replace(workload, base=workload.base.replace(memory_budget=share))

@@ -19,7 +19,7 @@ from fedmtl import Simulation, TrainConfig
 if TYPE_CHECKING:
     from benchmark.runner import RegimeSummary
 
-__all__ = ["RunPlan", "SuiteData", "Workload", "Suite", "SuiteBase"]
+__all__ = ["RunPlan", "SuiteData", "Workload", "Suite"]
 
 Score = dict[str, float]
 
@@ -106,33 +106,8 @@ class Suite(Protocol):
 
     def train(self, args: argparse.Namespace, workload: Workload, regimes: Sequence[Regime], seeds: Sequence[int], *,
               jobs: int, progress: bool) -> list[RegimeSummary]:
-        """Every regime with every seed, one row each (:class:`SuiteBase`: the one runner)."""
+        """Every regime with every seed, one row each (:class:`~benchmark.suite_base.SuiteBase`: the one runner)."""
 
     def leaderboard(self, summaries: Sequence[RegimeSummary], meta: dict[str, Any]) -> tuple[str, dict[str, bytes]]:
         """The terminal table and the files (name -> bytes) written under ``<out>/<suite>/``."""
 
-
-class SuiteBase:
-    """Defaults for the parts of :class:`Suite` most suites share; a suite overrides what differs."""
-
-    name = ""
-    summary = ""
-    regimes: Mapping[str, Regime] = {}
-    default_regimes: tuple[str, ...] = ()
-    default_train = TrainConfig()
-    default_jobs = 1
-    grid_lrs: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
-
-    def add_arguments(self, group: argparse._ArgumentGroup) -> None:
-        return None
-
-    def grid_points(self, regime: Regime, args: argparse.Namespace, lrs: Sequence[float],
-                    validation: Workload) -> list[dict[str, Any]]:
-        return [{"lr": float(lr)} for lr in lrs]
-
-    def train(self, args: argparse.Namespace, workload: Workload, regimes: Sequence[Regime], seeds: Sequence[int], *,
-              jobs: int, progress: bool) -> list[RegimeSummary]:
-        """Train every regime with every seed: the one runner (a suite with another engine overrides this)."""
-        from benchmark.runner import run_suite
-
-        return run_suite(workload, regimes, seeds, jobs=jobs, progress=progress, checkpoints=args.checkpoints)

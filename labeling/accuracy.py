@@ -24,7 +24,7 @@ from labeling.provenance import model_ratings, people_ratings
 from labeling.store import LabelStore
 
 __all__ = ["AccuracyReport", "AccuracyRow", "SPLITS", "accuracy_report", "format_accuracy", "load_accuracy",
-           "split_of"]
+           "read_splits", "split_of"]
 
 SPLITS = ("tune", "report", "all")
 
@@ -60,27 +60,45 @@ def _share(k: int, n: int) -> float | None:
     return k / n if n else None
 
 
-def accuracy_report(store: LabelStore, split: str = "report", sure: dict[str, float] | None = None) -> AccuracyReport:
+def read_splits(path: str | Path) -> dict[str, str]:
+    """``{sample_id: split}`` from a JSONL file whose rows carry ``sample_id`` and ``split`` (tune or report)."""
+    path = Path(path)
+    out = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise LabelingError(f"{path}: cannot read the split file ({exc.strerror or exc})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            sample, split = str(row["sample_id"]), row["split"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise LabelingError(f"{path}:{lineno}: expected a JSON object with 'sample_id' and 'split'") from None
+        if split not in ("tune", "report"):
+            raise LabelingError(f"{path}:{lineno}: split {split!r} is not 'tune' or 'report'")
+        out[sample] = split
+    return out
+
+
+def accuracy_report(store: LabelStore, split: str = "report", splits: dict[str, str] | None = None) -> AccuracyReport:
     """Each model source against people's labels on ``split`` (see the module docstring).
 
-    ``sure`` maps attribute -> the confidence from which an answer counts as sure (default: the shipped tuned
-    thresholds of ``labeling.autolabel``).
+    "Sure" is what each model stored with its answer. ``splits`` (``{item: split}``, e.g. from ``read_splits``)
+    overrides the hash rule for the items it names.
     """
     if split not in SPLITS:
         raise LabelingError(f"unknown split {split!r} (expected one of {SPLITS})")
-    if sure is None:
-        from labeling.autolabel import SURE_DEFAULT
-        from labeling.sources.faceattr import tuned
-
-        specs = tuned().get("attributes", {})
-        sure = {a.name: specs.get(a.name, {}).get("sure", SURE_DEFAULT) for a in store.attributes}
     truth, _ = resolve(people_ratings(store))
-    truth = {k: v for k, v in truth.items() if v != CANT_TELL and (split == "all" or split_of(k[0]) == split)}
-    answers: dict[tuple[str, str], list[tuple[int, int, float]]] = defaultdict(list)
-    for key, by_model in model_ratings(store).items():
+    splits = splits or {}
+    truth = {k: v for k, v in truth.items()
+             if v != CANT_TELL and (split == "all" or splits.get(k[0], split_of(k[0])) == split)}
+    answers: dict[tuple[str, str], list[tuple[int, int, bool]]] = defaultdict(list)
+    for key, by_model in model_ratings(store, with_sure=True).items():
         if key in truth:
-            for model, (value, confidence) in by_model.items():
-                answers[(key[1], model)].append((truth[key], value, confidence))
+            for model, (value, _, sure) in by_model.items():
+                answers[(key[1], model)].append((truth[key], value, sure))
     rows = []
     for attribute in store.attributes:
         labelled = [v for (_, name), v in truth.items() if name == attribute.name]
@@ -90,7 +108,7 @@ def accuracy_report(store: LabelStore, split: str = "report", sure: dict[str, fl
                 continue
             n = len(labelled)
             answered = [(t, v, c) for t, v, c in rows_ if v != CANT_TELL]
-            sure_rows = [(t, v) for t, v, c in answered if c >= sure.get(name, 1.0)]
+            sure_rows = [(t, v) for t, v, ok in answered if ok]
             rows.append(AccuracyRow(name, model, n, _share(len(answered), n),
                                     _share(sum(t == v for t, v, _ in answered), len(answered)), baseline,
                                     _share(len(sure_rows), n), _share(sum(t == v for t, v in sure_rows),

@@ -20,20 +20,18 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from labeling.attributes import AttributeSet
+from labeling.attributes import CANT_TELL, AttributeSet
 from labeling.auth import check_password
 from labeling.errors import LabelingError
 from labeling.images import Catalog
+from labeling.machine import MachineSuggestions
 from labeling.store import LabelStore, validate_annotator
 from labeling.suggest import (
-    LOW_CONFIDENCE,
     ActiveLearner,
     Suggestion,
     deepface_available,
     deepface_suggestions,
     image_features,
-    landmark_suggestions,
-    landmarks_available,
 )
 
 __all__ = ["LabelingApp", "Server", "build_api", "build_ui", "start_server"]
@@ -56,7 +54,8 @@ class LabelingApp:
         self.notices: list[str] = []
         self.failures: dict[str, int] = {}  # suggestion source -> faces it failed on
         self.learner: ActiveLearner | None = None
-        self.use_landmarks = self.use_deepface = False
+        self.use_deepface = False
+        self.machine: MachineSuggestions | None = None
         if suggestions:
             self._setup_suggestions(progress)
         self._labels_seen = -1
@@ -69,10 +68,9 @@ class LabelingApp:
         from tqdm import tqdm
 
         names = set(self.attributes.names)
-        why = landmarks_available()
-        self.use_landmarks = why is None and {"pose", "teeth"} <= names
-        if why and {"pose", "teeth"} <= names:
-            self.notices.append(f"landmark suggestions off: {why}")
+        self.machine = MachineSuggestions(self.store, self.notices)
+        if not self.machine.attributes:
+            self.machine = None
         why = deepface_available()
         self.use_deepface = why is None and {"gender", "age_group"} <= names
         if why and {"gender", "age_group"} <= names:
@@ -121,8 +119,10 @@ class LabelingApp:
         sources = {source for _, _, source, _, _ in cached}
         rows = []
         path = self.catalog.items[item_id].path
-        for source, enabled, fn in (("landmarks", self.use_landmarks, landmark_suggestions),
-                                    ("deepface", self.use_deepface, deepface_suggestions)):
+        if self.machine is not None:
+            for name, s in self.machine.for_item(item_id, path).items():
+                best[name] = s
+        for source, enabled, fn in (("deepface", self.use_deepface, deepface_suggestions),):
             if enabled and source not in sources:
                 try:
                     fresh = fn(path)
@@ -147,11 +147,17 @@ class LabelingApp:
                 best[name] = s
         return best
 
+    def shown_rows(self, item_id: str, annotator: str) -> list[tuple[str, str, str, int, float]]:
+        """The suggestions this person sees pre-selected for an item (attributes they have not labelled yet)."""
+        current = self.store.current(item_id, annotator)
+        return [(item_id, name, s.source, s.value, s.confidence) for name, s in self.suggestions(item_id).items()
+                if name not in current]
+
     # -- actions (shared by UI and API) ------------------------------------------------------------------------
     def next_item(self, annotator: str) -> str | None:
         """The annotator's next item; suggestions for the few after it are computed in the background."""
         found = self.store.next_items(annotator, self.order(), limit=1 + PREFETCH)
-        if self.use_landmarks or self.use_deepface:
+        if self.machine is not None or self.use_deepface:
             for item_id in found[1:]:
                 if item_id not in self._prefetched:
                     self._prefetched.add(item_id)
@@ -275,6 +281,16 @@ _KEYS_JS = """
     if (t && (t.tagName === 'TEXTAREA' || (t.tagName === 'INPUT' && !['radio', 'checkbox'].includes(t.type)))) return;
     if (visible('#grid-page')) {
       if (e.key === 'Enter' && !(t && t.closest && t.closest('#grid'))) { e.preventDefault(); click('#grid-save'); }
+      if (e.key.toLowerCase() === 'x' && t && t.closest && t.closest('#grid')) {  // can't tell for the focused face
+        const thumbs = Array.from(document.querySelectorAll('#grid .thumbnail-item'));
+        const index = thumbs.indexOf(t.closest('.thumbnail-item'));
+        const box = document.querySelector('#grid-cant-tell textarea, #grid-cant-tell input');
+        if (index >= 0 && box) {
+          e.preventDefault();
+          box.value = index + ':' + Date.now();
+          box.dispatchEvent(new Event('input', {bubbles: true}));
+        }
+      }
       return;
     }
     if (!visible('#per-image')) return;
@@ -297,11 +313,15 @@ _KEYS_JS = """
 _CSS = """
 #face img { width: 100%; height: 100%; object-fit: contain; }
 .low-confidence { color: #b45309; font-weight: 600; }
+.offscreen { position: absolute !important; left: -10000px !important; width: 1px !important; height: 1px !important; }
 """
 
 
 def _keymap(attributes: AttributeSet) -> dict[str, tuple[str, int]]:
-    return {key.lower(): (a.name, k) for a in attributes for k, key in enumerate(a.keys)}
+    """Key -> (attribute, radio index); the can't-tell radio comes after the values."""
+    keys = {key.lower(): (a.name, k) for a in attributes for k, key in enumerate(a.keys)}
+    keys.update({a.cant_tell_key.lower(): (a.name, len(a.values)) for a in attributes if a.cant_tell_key})
+    return keys
 
 
 def build_ui(app: LabelingApp):
@@ -328,9 +348,10 @@ def build_ui(app: LabelingApp):
         for a in attributes:
             s = suggested.get(a.name)
             info = "keys " + " / ".join(f"{key}={v}" for key, v in zip(a.keys, a.values, strict=True))
+            info += f" / {a.cant_tell_key}=can't tell" if a.cant_tell_key else ""
             if s is not None:
-                mark = " ⚠ low confidence" if s.confidence < LOW_CONFIDENCE else ""
-                info += f" · suggested {a.values[s.value]} ({s.confidence:.0%}, {s.source}){mark}"
+                mark = " ⚠ unsure" if s.low else ""
+                info += f" · suggested {a.label_of(s.value)} ({s.confidence:.0%}, {s.source}){mark}"
             value = current.get(a.name, s.value if s is not None else None)
             radios.append(gr.update(value=value, info=info))
         return [item_id, str(app.catalog.items[item_id].path), *radios, progress_text(annotator), status]
@@ -347,7 +368,8 @@ def build_ui(app: LabelingApp):
         missing = [a.name for a, v in zip(attributes, values, strict=True) if v is None]
         if missing:
             return view(item_id, annotator, f"Choose a value for: {', '.join(missing)}")
-        app.store.save(item_id, annotator, {a.name: v for a, v in zip(attributes, values, strict=True)})
+        app.store.save(item_id, annotator, {a.name: v for a, v in zip(attributes, values, strict=True)},
+                       shown=app.shown_rows(item_id, annotator))
         return view(app.next_item(annotator), annotator, f"saved {item_id}")
 
     def on_mark(kind: str):
@@ -370,13 +392,15 @@ def build_ui(app: LabelingApp):
     def grid_view(attribute: str, page: list, values: list[int], annotator: str, status: str = ""):
         a = app.attributes[attribute]
         gallery = []
-        for (item_id, suggested, confidence), v in zip(page, values, strict=True):
-            caption = a.values[v]
+        for (item_id, suggested, confidence, *rest), v in zip(page, values, strict=True):
+            sure = rest[0] if rest else None
+            caption = a.label_of(v)
             if suggested == v:  # still the suggestion: say how sure it was, mark the doubtful ones
-                caption += f" {confidence:.0%}" + (" ⚠" if confidence < LOW_CONFIDENCE else "")
+                caption += f" {confidence:.0%}" + (" ⚠" if sure is False else "")
             gallery.append((str(app.catalog.items[item_id].path), caption))
-        head = (f"{len(page)} faces · click a face (or Tab to it and press Enter) to switch it to the other value "
-                f"· Enter elsewhere or **Save page** writes all of them") if page else \
+        head = (f"{len(page)} faces · click a face (or Tab to it and press Enter) to switch it to the next value "
+                "(then can't tell) · x on a focused face: can't tell · Enter elsewhere or **Save page** writes all "
+                "of them") if page else \
             "No faces left to label for this attribute."
         return gallery, page, values, head, progress_text(annotator), status
 
@@ -385,21 +409,32 @@ def build_ui(app: LabelingApp):
         page, values = [], []
         for item_id in app.grid_page(annotator, attribute):
             s = app.suggestions(item_id).get(attribute)
-            page.append([item_id, s.value, s.confidence] if s is not None else [item_id, None, None])
+            page.append([item_id, s.value, s.confidence, not s.low] if s is not None else [item_id, None, None, None])
             values.append(s.value if s is not None else 0)
         return grid_view(attribute, page, values, annotator)
 
     def grid_toggle(attribute: str, page: list, values: list[int], evt: gr.SelectData, request: gr.Request):
         values = list(values)
-        n = len(app.attributes[attribute].values)
+        cycle = [*range(len(app.attributes[attribute].values)), CANT_TELL]
         if evt.index is not None and 0 <= evt.index < len(values):
-            values[evt.index] = (values[evt.index] + 1) % n
+            values[evt.index] = cycle[(cycle.index(values[evt.index]) + 1) % len(cycle)]
+        return grid_view(attribute, page, values, annotator_of(request))
+
+    def grid_cant_tell(attribute: str, page: list, values: list[int], command: str, request: gr.Request):
+        values = list(values)
+        index = command.partition(":")[0]
+        if index.isdigit() and int(index) < len(values):
+            values[int(index)] = CANT_TELL
         return grid_view(attribute, page, values, annotator_of(request))
 
     def grid_save(attribute: str, page: list, values: list[int], request: gr.Request):
         annotator = annotator_of(request)
         if page:
-            app.store.save_many(annotator, [(p[0], {attribute: v}) for p, v in zip(page, values, strict=True)])
+            current = {label.item_id for label in app.store.labels(annotator) if label.attribute == attribute}
+            shown = [(p[0], attribute, app.suggestions(p[0])[attribute].source, p[1], p[2]) for p in page
+                     if p[1] is not None and p[0] not in current and attribute in app.suggestions(p[0])]
+            app.store.save_many(annotator, [(p[0], {attribute: v}) for p, v in zip(page, values, strict=True)],
+                                shown=shown)
         status = f"saved {len(page)} {attribute} labels" if page else "nothing to save"
         nxt = grid_load(attribute, request)
         return (*nxt[:-1], status)
@@ -419,8 +454,8 @@ def build_ui(app: LabelingApp):
                                      show_label=False)
                 with gr.Column(scale=2):
                     item_box = gr.Textbox(label="item", elem_id="item-id", interactive=False)
-                    radios = [gr.Radio(choices=[(v, k) for k, v in enumerate(a.values)], label=a.name,
-                                       elem_id=f"attr-{a.name}") for a in attributes]
+                    radios = [gr.Radio(choices=[*((v, k) for k, v in enumerate(a.values)), ("can't tell", CANT_TELL)],
+                                       label=a.name, elem_id=f"attr-{a.name}") for a in attributes]
                     with gr.Row():
                         save_btn = gr.Button("Save ⏎", variant="primary", elem_id="btn-save")
                         undo_btn = gr.Button("Undo (u)", elem_id="btn-undo")
@@ -436,6 +471,7 @@ def build_ui(app: LabelingApp):
                 gallery = gr.Gallery(columns=8, allow_preview=False, elem_id="grid", show_label=False,
                                      height="auto", object_fit="contain")
                 grid_status = gr.Markdown(elem_id="grid-status")
+                grid_command = gr.Textbox(elem_id="grid-cant-tell", elem_classes="offscreen", show_label=False)
                 page_state, values_state = gr.State([]), gr.State([])
 
         outputs = [item_box, image, *radios, progress, status]
@@ -448,6 +484,7 @@ def build_ui(app: LabelingApp):
         grid_tab.select(grid_load, [grid_attr], grid_outputs)
         grid_attr.change(grid_load, [grid_attr], grid_outputs)
         gallery.select(grid_toggle, [grid_attr, page_state, values_state], grid_outputs)
+        grid_command.input(grid_cant_tell, [grid_attr, page_state, values_state, grid_command], grid_outputs)
         grid_save_btn.click(grid_save, [grid_attr, page_state, values_state], grid_outputs)
     return blocks
 

@@ -10,7 +10,8 @@ Sources (all offline once their model files are cached):
 
 ``autolabel`` is resumable: it writes one transaction per batch of faces and skips faces that already have
 labels from a source, so a run killed at any point (even SIGKILL) and run again ends with every face labelled
-once. A corrupt image is named on one line and skipped; a face no model can read gets "unsure" answers.
+once. A corrupt image is named on one line and skipped. A face the detector cannot find is still answered (from
+landmarks on a fixed box) but every answer is marked unsure; a face whose landmarks fail gets no answer (-1).
 """
 
 from __future__ import annotations
@@ -59,10 +60,11 @@ def _logit(p: float) -> float:
     return math.log(p / (1 - p))
 
 
-def _label(p_one: float, spec: dict, source: str) -> MachineLabel:
+def _label(p_one: float, spec: dict, source: str, found: bool) -> MachineLabel:
+    """A calibrated answer; never sure on a face the detector did not find (landmarks on a fixed box)."""
     value = int(p_one >= 0.5)
     confidence = max(p_one, 1.0 - p_one)
-    return MachineLabel(value, confidence, confidence >= spec.get("sure", SURE_DEFAULT), source)
+    return MachineLabel(value, confidence, found and confidence >= spec.get("sure", SURE_DEFAULT), source)
 
 
 def unsure(source: str) -> MachineLabel:
@@ -89,12 +91,12 @@ def predict_image(path: str | Path, attributes: tuple[str, ...] | None = None) -
         if "gender" in wanted:
             spec = specs.get("gender", {})
             logit = spec.get("platt_a", 1.0) * _logit(scores.p_female) + spec.get("platt_b", 0.0)
-            out["gender"] = _label(_sigmoid(logit), spec, names["gender"])
+            out["gender"] = _label(_sigmoid(logit), spec, names["gender"], face.found)
         if "age_group" in wanted:
             spec = specs.get("age_group", {})
             adult_age = spec.get("adult_age", ADULT_AGE)
             logit = spec.get("platt_a", 1.0) * (scores.age - adult_age) / AGE_SCALE + spec.get("platt_b", 0.0)
-            out["age_group"] = _label(_sigmoid(logit), spec, names["age_group"])
+            out["age_group"] = _label(_sigmoid(logit), spec, names["age_group"], face.found)
     todo = [a for a in FACEATTR_ATTRIBUTES if a in wanted]
     if todo:
         groups = sorted({g for a in todo for g in specs.get(a, {}).get("groups", ())}, key=FEATURE_GROUPS.index)
@@ -103,11 +105,11 @@ def predict_image(path: str | Path, attributes: tuple[str, ...] | None = None) -
         for a in todo:
             spec = specs.get(a, {})
             if "coef" in spec:
-                out[a] = _label(classifier_probability(spec, features), spec, names[a])
+                out[a] = _label(classifier_probability(spec, features), spec, names[a], face.found)
             elif a in _CUE_FALLBACK:
                 cues = cue_scores(face) if cues is None else cues
                 index, centre, scale, sign = _CUE_FALLBACK[a]
-                out[a] = _label(_sigmoid(sign * (cues[index] - centre) / scale), spec, names[a])
+                out[a] = _label(_sigmoid(sign * (cues[index] - centre) / scale), spec, names[a], face.found)
             else:
                 out[a] = unsure(names[a])
     return out
@@ -133,12 +135,12 @@ def autolabel(images_dir: str | Path, store: LabelStore, *, progress: bool = Tru
     done = {source: store.machine_done(source) for source in set(names.values())}
     todo = [i for i in catalog.ids() if any(i not in done[s] for s in names.values())]
     written = 0
-    batch: list[tuple[str, str, str, int, float]] = []
+    batch: list[tuple[str, str, str, int, float, bool]] = []
 
     def flush() -> int:
         n = 0
         for source in sorted({row[1] for row in batch}):
-            n += store.save_machine(source, [(i, a, v, c) for i, s, a, v, c in batch if s == source])
+            n += store.save_machine(source, [(i, a, v, c, ok) for i, s, a, v, c, ok in batch if s == source])
         batch.clear()
         return n
 
@@ -153,7 +155,7 @@ def autolabel(images_dir: str | Path, store: LabelStore, *, progress: bool = Tru
                 say(f"skipped {catalog.items[item_id].path.name}: {exc}")
                 bar.update(1)
                 continue
-            batch += [(item_id, m.source, a, m.value, m.confidence) for a, m in labels.items()]
+            batch += [(item_id, m.source, a, m.value, m.confidence, m.sure) for a, m in labels.items()]
             bar.update(1)
             if len({row[0] for row in batch}) >= BATCH:
                 written += flush()

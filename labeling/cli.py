@@ -102,6 +102,8 @@ def _add_provenance_commands(sub, common, export: argparse.ArgumentParser) -> No
     common(accuracy, images=False)
     accuracy.add_argument("--split", choices=("tune", "report", "all"), default="report",
                           help="faces to measure on (report: the half never used for tuning)")
+    accuracy.add_argument("--split-file", metavar="JSONL",
+                          help="rows with sample_id and split (tune/report) that override the hash rule")
     accuracy.add_argument("--out", metavar="JSON", help="also write the report as JSON (for `export --accuracy`)")
 
 
@@ -220,9 +222,10 @@ def _autolabel(args: argparse.Namespace) -> int:
 
 def _accuracy(args: argparse.Namespace) -> int:
     from fedmtl.files import atomic_write
-    from labeling.accuracy import accuracy_report, format_accuracy
+    from labeling.accuracy import accuracy_report, format_accuracy, read_splits
 
-    report = accuracy_report(_existing_store(args), args.split)
+    splits = read_splits(args.split_file) if args.split_file else None
+    report = accuracy_report(_existing_store(args), args.split, splits=splits)
     if args.out:
         atomic_write(args.out, (json.dumps(report.as_dict(), indent=2) + "\n").encode())
     print(format_accuracy(report))

@@ -49,12 +49,13 @@ def people_ratings(store: LabelStore) -> dict[tuple[str, str], dict[str, int]]:
     return dict(out)
 
 
-def model_ratings(store: LabelStore) -> dict[tuple[str, str], dict[str, tuple[int, float]]]:
-    """``{(item, attribute): {model: (value, confidence)}}`` from the current labels."""
-    out: dict[tuple[str, str], dict[str, tuple[int, float]]] = defaultdict(dict)
+def model_ratings(store: LabelStore, *, with_sure: bool = False) -> dict[tuple[str, str], dict[str, tuple]]:
+    """``{(item, attribute): {model: (value, confidence)}}`` (``(value, confidence, sure)`` with ``with_sure``)."""
+    out: dict[tuple[str, str], dict[str, tuple]] = defaultdict(dict)
     for label in store.labels():
         if is_model(label.annotator):
-            out[(label.item_id, label.attribute)][label.annotator] = (label.value, float(label.confidence or 0.0))
+            row = (label.value, float(label.confidence or 0.0))
+            out[(label.item_id, label.attribute)][label.annotator] = (*row, bool(label.sure)) if with_sure else row
     return dict(out)
 
 

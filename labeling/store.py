@@ -76,11 +76,11 @@ CREATE TABLE IF NOT EXISTS shown (
 CREATE INDEX IF NOT EXISTS shown_save ON shown (save_id);
 """
 # Columns added after the first release, applied to older databases when they are opened.
-_ADDED_COLUMNS = (("labels", "confidence", "REAL"),)
+_ADDED_COLUMNS = (("labels", "confidence", "REAL"), ("labels", "sure", "INTEGER"))
 
 _CURRENT = """
-SELECT item_id, annotator, attribute, value, time, confidence FROM (
-    SELECT l.item_id, l.annotator, l.attribute, l.value, l.time, l.confidence,
+SELECT item_id, annotator, attribute, value, time, confidence, sure FROM (
+    SELECT l.item_id, l.annotator, l.attribute, l.value, l.time, l.confidence, l.sure,
            ROW_NUMBER() OVER (PARTITION BY l.annotator, l.item_id, l.attribute ORDER BY l.id DESC) AS rn
     FROM labels l JOIN saves s ON s.save_id = l.save_id
     WHERE s.undone = 0 {where}
@@ -118,6 +118,7 @@ class Label:
     value: int
     time: float
     confidence: float | None = None  # machine labels only
+    sure: int | None = None  # machine labels only: 1 when the model marks the answer as sure
 
 
 @dataclass(frozen=True)
@@ -246,16 +247,16 @@ class LabelStore:
                                  "VALUES (?, ?, ?, ?, ?, ?)", [(save_id, *row) for row in shown])
         return save_id
 
-    def save_machine(self, annotator: str, rows: Sequence[tuple[str, str, int, float]], *,
+    def save_machine(self, annotator: str, rows: Sequence[tuple[str, str, int, float, bool]], *,
                      skip_done: bool = True) -> int:
-        """Store a model's labels, (item, attribute, value, confidence) rows, in one transaction.
+        """Store a model's labels, (item, attribute, value, confidence, sure) rows, in one transaction.
 
         With ``skip_done`` items that already have any label from this model are left alone inside the same
         transaction, so a rerun (or a second process) never duplicates rows. Returns the rows written.
         """
         annotator = validate_model_annotator(annotator)
-        checked = [(validate_item_id(i), self.attributes[a].name, self.attributes[a].index(v), float(c))
-                   for i, a, v, c in rows]
+        checked = [(validate_item_id(i), self.attributes[a].name, self.attributes[a].index(v), float(c), int(bool(ok)))
+                   for i, a, v, c, ok in rows]
         if not checked:
             return 0
         now = time.time()
@@ -268,9 +269,9 @@ class LabelStore:
                     return 0
             save_id = conn.execute("INSERT INTO saves (annotator, kind, time) VALUES (?, 'model', ?)",
                                    (annotator, now)).lastrowid
-            conn.executemany("INSERT INTO labels (save_id, item_id, annotator, attribute, value, time, confidence) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             [(save_id, i, annotator, a, v, now, c) for i, a, v, c in checked])
+            conn.executemany("INSERT INTO labels (save_id, item_id, annotator, attribute, value, time, confidence, "
+                             "sure) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [(save_id, i, annotator, a, v, now, c, ok) for i, a, v, c, ok in checked])
         return len(checked)
 
     @staticmethod
@@ -329,11 +330,15 @@ class LabelStore:
         where, params = ("AND l.annotator = ?", (annotator,)) if annotator else ("", ())
         return [Label(*row) for row in self._conn().execute(_CURRENT.format(where=where), params)]
 
+    def item_labels(self, item_id: str) -> list[Label]:
+        """Current labels of one item, every annotator (people and models)."""
+        return [Label(*row) for row in self._conn().execute(_CURRENT.format(where="AND l.item_id = ?"), (item_id,))]
+
     def current(self, item_id: str, annotator: str) -> dict[str, int]:
         """This annotator's current labels of one item."""
         rows = self._conn().execute(_CURRENT.format(where="AND l.annotator = ? AND l.item_id = ?"),
                                     (annotator, item_id))
-        return {attribute: value for _, _, attribute, value, _, _ in rows}
+        return {attribute: value for _, _, attribute, value, *_ in rows}
 
     def marked(self, annotator: str | None = None, kind: str | None = None) -> set[str]:
         """Items skipped or flagged (not undone), by this annotator when given."""

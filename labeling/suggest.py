@@ -42,10 +42,11 @@ class Suggestion:
     value: int
     confidence: float
     source: str
+    sure: bool | None = None  # machine labels say whether they reached their tuned threshold
 
     @property
     def low(self) -> bool:
-        return self.confidence < LOW_CONFIDENCE
+        return not self.sure if self.sure is not None else self.confidence < LOW_CONFIDENCE
 
 
 def _sigmoid(x: float) -> float:

@@ -24,7 +24,8 @@ from benchmark.faces import (
 )
 from benchmark.regimes import Regime
 from benchmark.runner import RegimeSummary, layer_spec
-from benchmark.suite import SuiteBase, Workload
+from benchmark.suite import Workload
+from benchmark.suite_base import SuiteBase
 from fedmtl import TrainConfig, mlp, partition
 from fedmtl.errors import ConfigError
 

@@ -18,7 +18,8 @@ from benchmark.har import DEFAULT_TRAIN, HarSuiteConfig, har_workload
 from benchmark.leaderboard import har_files, to_markdown
 from benchmark.regimes import REGIMES, Regime
 from benchmark.runner import RegimeSummary
-from benchmark.suite import SuiteBase, Workload
+from benchmark.suite import Workload
+from benchmark.suite_base import SuiteBase
 from fedmtl import TrainConfig
 from fedmtl.errors import ConfigError, FedMTLError
 

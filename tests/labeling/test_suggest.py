@@ -13,7 +13,10 @@ import pytest
 
 from labeling import LabelStore, export_dataset, load_catalog
 from labeling.app import LabelingApp
+from labeling.attributes import DEFAULT_ATTRIBUTES
+from labeling.autolabel import source_names
 from labeling.fixtures import make_faces
+from labeling.provenance import is_model
 from labeling.suggest import deepface_available, landmark_suggestions, landmarks_available, pose_teeth_scores
 
 
@@ -66,10 +69,10 @@ def test_active_learner_predicts_and_orders_least_certain_first(tmp_path: Path, 
     assert sorted(order) == sorted(app.ids) and order != app.ids
     confidence = [app.learner.predict([i])[i]["teeth"].confidence for i in order]
     assert confidence == sorted(confidence)
-    shown = app.suggestions(rest[0])  # the most confident source wins and is cached per source
-    assert set(shown) >= {"teeth"} and 0.5 <= shown["teeth"].confidence <= 1.0
-    if app.use_landmarks:
-        assert {row[2] for row in app.store.suggestions(rest[0])} == {"landmarks"}
+    shown = app.suggestions(rest[0])  # the most confident source wins; machine answers are stored as models'
+    assert set(shown) == set(app.attributes.names) and all(0.5 <= s.confidence <= 1.0 for s in shown.values())
+    stored = {(lab.annotator, lab.attribute) for lab in app.store.item_labels(rest[0]) if is_model(lab.annotator)}
+    assert stored == {(source, name) for name, source in source_names().items()}
 
 
 def test_deepface_guard(tmp_path: Path, monkeypatch) -> None:
@@ -106,7 +109,8 @@ def test_suggest_command_precomputes_into_the_database(tmp_path: Path, faces: Pa
 
     db = tmp_path / "db.sqlite"
     assert main(["suggest", "--images", str(faces), "--db", str(db), "--no-progress"]) == 0
-    rows = LabelStore(db).suggestions()
-    assert {(r[0], r[1]) for r in rows} == {(f"seed{k:07d}", a) for k in range(20) for a in ("pose", "teeth")}
-    assert all(r[2] == "landmarks" and r[3] in (0, 1) and 0.5 <= r[4] <= 1 for r in rows)
+    rows = [lab for lab in LabelStore(db).labels() if is_model(lab.annotator)]  # machine labels, all five
+    assert {(r.item_id, r.attribute) for r in rows} == {(f"seed{k:07d}", a) for k in range(20)
+                                                        for a in DEFAULT_ATTRIBUTES.names}
+    assert all(r.annotator == source_names()[r.attribute] and 0.5 <= r.confidence <= 1 for r in rows)
     assert "suggestions for 20 images" in capsys.readouterr().out
