@@ -23,7 +23,7 @@ import numpy as np
 
 from fedmtl.errors import FedMTLError
 
-__all__ = ["DEFAULT_LABELS", "load_hand_labels", "probe", "candidates", "format_table", "main"]
+__all__ = ["ATTRIBUTES", "DEFAULT_LABELS", "load_hand_labels", "probe", "candidates", "format_table", "main"]
 
 DEFAULT_LABELS = Path(__file__).resolve().parents[1] / "data" / "labels" / "digiface-dcgan-human.jsonl"
 ATTRIBUTES = ("gender", "age_group", "glasses", "pose", "teeth")
