@@ -7,6 +7,11 @@ deepface downloads them where there is internet. The offline default is deepface
 ResNet), whose weight files ship in the PyPI package ``face-recognition-models``; they are linked into a
 project-managed ``DEEPFACE_HOME`` (``<cache>/deepface``) unless the user set one.
 
+One model is not deepface's: ``CydralDlib`` (``benchmark.face_parts``), the Cydral age and gender networks'
+inner layers, dlib's landmark geometry and its aligned 128-d descriptor, all offline. A linear probe on
+hand-labelled generated faces chose it over deepface's Dlib for the default dataset (README, "Pre-trained layers
+by measurement"), whose suite uses it unless ``--model`` says otherwise.
+
 Features are cached per (dataset images, model, detector options) in ``<cache>/face-features/<key>.npz``,
 written atomically once every image is done: a run that fails (missing weights, a bad image) leaves nothing.
 Labels are not part of the key: relabelling does not change what the frozen layers compute.
@@ -30,6 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmark.datasets.faces import FaceDataset
+from benchmark.face_parts import MODEL as FACE_PARTS_MODEL
 from fedmtl.errors import ConfigError, DatasetError, FedMTLError
 from fedmtl.files import atomic_write
 
@@ -38,7 +44,7 @@ __all__ = [
     "MissingWeightsError", "deepface_home", "cache_key", "extract_features", "load_or_extract",
 ]
 
-DEFAULT_MODEL = "Dlib"
+DEFAULT_MODEL = "Dlib"  # for a dataset given with --dataset; the default dataset uses FACE_PARTS_MODEL
 # Generated faces are already aligned crops: 'skip' feeds the whole image to the model (no detector weights).
 DEFAULT_DETECTOR = "skip"
 FEATURE_VERSION = 1  # bump when what is stored for the same key changes
@@ -54,6 +60,7 @@ MODEL_WEIGHTS: dict[str, tuple[str, ...]] = {
     "ArcFace": ("arcface_weights.pth",),
     "GhostFaceNet": ("ghostfacenet_v1.pth",),
     "Dlib": ("dlib_face_recognition_resnet_model_v1.dat",),
+    FACE_PARTS_MODEL: (),  # reads its model files itself (benchmark.face_parts), not through deepface
 }
 DETECTOR_WEIGHTS: dict[str, tuple[str, ...]] = {
     "skip": (),
@@ -131,6 +138,11 @@ def deepface_home(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 def _check_weights(config: ExtractorConfig, home: Path) -> None:
     if config.model not in MODEL_WEIGHTS:
         raise ConfigError(f"face model {config.model!r} is unknown (known: {', '.join(MODEL_WEIGHTS)})")
+    if config.model == FACE_PARTS_MODEL:
+        from benchmark.face_parts import check_model_files
+
+        check_model_files()
+        return
     weights = home / ".deepface" / "weights"
     for name in MODEL_WEIGHTS[config.model] + DETECTOR_WEIGHTS.get(config.detector, ()):
         if not (weights / name).is_file():
@@ -197,6 +209,10 @@ def extract_features(images: Sequence[bytes], config: ExtractorConfig, *, home: 
     False) and not counted as detected.
     """
     _check_weights(config, home)
+    if config.model == FACE_PARTS_MODEL:  # its own detector and alignment; the deepface options do not apply
+        from benchmark.face_parts import extract
+
+        return extract(images, names=names, progress=progress, desc=desc)
     with _deepface_env(home), _torch_device(device):
         from deepface import DeepFace
 

@@ -109,9 +109,11 @@ class FaceSuite(SuiteBase):
     def _load(self, args: argparse.Namespace, device: str, progress: bool) -> tuple[Any, Any, Any]:
         """The dataset and its features, once per invocation (a grid's validation data reuses them)."""
         from benchmark.datasets.faces import load_faces
+        from benchmark.face_parts import MODEL as DEFAULT_FACES_MODEL  # the default dataset's (measured)
         from benchmark.features import DEFAULT_DETECTOR, DEFAULT_MODEL, ExtractorConfig, load_or_extract
 
-        extractor = ExtractorConfig(model=args.model or DEFAULT_MODEL, detector=args.detector or DEFAULT_DETECTOR,
+        model = args.model or (DEFAULT_MODEL if args.dataset else DEFAULT_FACES_MODEL)
+        extractor = ExtractorConfig(model=model, detector=args.detector or DEFAULT_DETECTOR,
                                     enforce_detection=args.enforce_detection)
         loaded = args.memo.setdefault("faces", {})
         key = (args.dataset, args.size, args.cache_dir, extractor)
