@@ -11,8 +11,10 @@ import torch
 __all__ = ["executed_mlp_flops", "matmul_flops", "matmul_flops_per_cpu_second", "seconds_per_call"]
 
 
-def matmul_flops(threads: int, n: int = 1024, repeats: int = 20, trials: int = 5) -> float:
-    """The machine's fp32 matmul rate (FLOP/s, best of ``trials``) with ``threads`` torch threads."""
+def matmul_flops(threads: int, n: int = 1024, repeats: int = 20, trials: int = 5, *,
+                 clock: Callable[[], float] = time.perf_counter) -> float:
+    """The machine's fp32 matmul rate (FLOP/s, best of ``trials``) with ``threads`` torch threads, timed by
+    ``clock`` (wall time by default)."""
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
@@ -21,10 +23,10 @@ def matmul_flops(threads: int, n: int = 1024, repeats: int = 20, trials: int = 5
         torch.mm(a, b, out=out)
     best = float("inf")
     for _ in range(trials):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(repeats):
             torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return repeats * 2 * n**3 / best
 
 
@@ -39,19 +41,7 @@ def executed_mlp_flops(sizes: tuple[int, ...] | list[int], samples: int) -> int:
 def matmul_flops_per_cpu_second(threads: int, n: int = 1024, repeats: int = 20, trials: int = 5) -> float:
     """fp32 matmul FLOPs per CPU-second of this process (all threads together): on a machine shared with other
     jobs, time spent waiting for a core does not count, so a ratio of two such rates survives the sharing."""
-    torch.set_num_threads(threads)
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-    out = torch.empty(n, n)
-    for _ in range(3):
-        torch.mm(a, b, out=out)
-    best = float("inf")
-    for _ in range(trials):
-        start = time.process_time()
-        for _ in range(repeats):
-            torch.mm(a, b, out=out)
-        best = min(best, time.process_time() - start)
-    return repeats * 2 * n**3 / best
+    return matmul_flops(threads, n, repeats, trials, clock=time.process_time)
 
 
 def seconds_per_call(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 5) -> float:
