@@ -120,13 +120,8 @@ class FaceSuite(SuiteBase):
         if key not in loaded:
             source = args.dataset
             if not source:
-                try:
-                    from benchmark.datasets.default_faces import build_default_faces
-                except ModuleNotFoundError as exc:
-                    if exc.name != "benchmark.datasets.default_faces":
-                        raise
-                    raise ConfigError("this installation has no default face dataset (benchmark.datasets."
-                                      "default_faces); give --dataset PATH_OR_HUB_ID") from None
+                from benchmark.datasets.default_faces import build_default_faces  # its imports are heavy
+
                 source = str(build_default_faces(size=args.size, cache_dir=args.cache_dir, device=device,
                                                  progress=progress))
             dataset = load_faces(source)

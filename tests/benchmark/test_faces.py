@@ -111,7 +111,6 @@ def test_face_regimes_are_the_papers_five_plus_named_baselines():
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "no default face dataset"),  # until benchmark.datasets.default_faces exists in this build
     (["--dataset", "/nonexistent/export"], "no such folder"),
     (["--dataset", "someone/faces-not-cached"], "cannot load it"),  # a Hub id, offline
     (["--dataset", "DATASET", "--regimes", "mtfl,fedmagic"], "regime 'fedmagic' is unknown"),
