@@ -237,10 +237,16 @@ def _init_worker(workload: Workload, threads: int, events: Any, checkpoints: str
     _WORKER.update(workload=workload, events=events, checkpoints=checkpoints)
 
 
+_DONE = -1  # a worker's last event for a task: everything it reported for that task has been sent before it
+
+
 def _run_in_worker(index: int, task: Task) -> RunResult:
     events = _WORKER["events"]
-    return run_task(_WORKER["workload"], task, checkpoints=_WORKER["checkpoints"],
-                    report=lambda r, score: events.put((index, r, score)))
+    try:
+        return run_task(_WORKER["workload"], task, checkpoints=_WORKER["checkpoints"],
+                        report=lambda r, score: events.put((index, r, score)))
+    finally:
+        events.put((index, _DONE, None))
 
 
 def jobs_within(requested: int, run_bytes: int, budget: int | None) -> int:
@@ -293,23 +299,34 @@ def execute(workload: Workload, tasks: Sequence[Task], *, jobs: int = 1, progres
             with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=context, initializer=_init_worker,
                                      initargs=(workload, workload.base.threads or 1, events, ckpt)) as pool:
                 pending = {pool.submit(_run_in_worker, i, task): i for i, task in enumerate(tasks)}
+                finished: set[int] = set()
                 while pending:
                     done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                    _drain(events, bar)
+                    _drain(events, bar, finished)
                     for future in done:
                         results[pending.pop(future)] = future.result()
-                _drain(events, bar)
+                # A result can arrive before the events its worker queued just ahead of it (the queue's feeder
+                # thread sends them later): wait for every task's last event so no round goes unreported.
+                while len(finished) < len(tasks) and _drain(events, bar, finished, wait_s=30.0):
+                    pass
     finally:
         bar.close()
     return [results[i] for i in range(len(tasks))]
 
 
-def _drain(events: Any, bar: _Progress) -> None:
+def _drain(events: Any, bar: _Progress, finished: set[int], wait_s: float = 0.0) -> bool:
+    """Show the queued progress events (waiting up to ``wait_s`` for the first); False if none came."""
+    got = False
     while True:
         try:
-            bar(*events.get_nowait())
+            index, r, score = events.get(timeout=wait_s) if wait_s and not got else events.get_nowait()
         except queue.Empty:
-            return
+            return got
+        got = True
+        if r == _DONE:
+            finished.add(index)
+        else:
+            bar(index, r, score)
 
 
 def run_suite(workload: Workload, regimes: Sequence[Regime], seeds: Sequence[int], *, jobs: int = 1,
