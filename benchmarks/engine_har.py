@@ -34,8 +34,6 @@ def run(repeats: int = 5, thread_options: tuple[int, ...] = (1, 2)) -> dict[str,
     cfg = workload.base
     samples = sum(c.num_train for c in workload.data.clients)
     flops = executed_mlp_flops(workload.data.sizes, samples * cfg.local_epochs)
-    nominal = 6 * sum(a * b for a, b in zip(workload.data.sizes[:-1], workload.data.sizes[1:], strict=True)) \
-        * samples * cfg.local_epochs
     times = {(b, t): _round_seconds(workload, b, t, repeats) for b in ("stacked", "loop") for t in thread_options}
     best_loop = min(thread_options, key=lambda t: times[("loop", t)])
     best_engine = min(thread_options, key=lambda t: times[("stacked", t)])
@@ -51,7 +49,6 @@ def run(repeats: int = 5, thread_options: tuple[int, ...] = (1, 2)) -> dict[str,
             "flops_per_round": flops,
             "flops_convention": "executed: forward, weight gradients and the input gradients of every layer but "
                                 "the first (never computed), 2 FLOPs per multiply-add, samples x epochs",
-            "nominal_6mac_fraction": nominal / engine_s / peak,
             "seconds_per_round": {f"{b}@{t}threads": s for (b, t), s in times.items()},
             "engine_threads": best_engine,
             "loop_threads": best_loop,

@@ -11,8 +11,7 @@ over 100 clients, ~110 training images each, batch 16); the detail also reports 
 the fused backend's input-layer deferral has nothing to batch.
 
 FLOPs are the ones plain SGD executes: forward, weight gradients and the input gradients of every layer but the
-first (its input is data; nobody computes that gradient). The older 6 x multiply-adds figure, which counts it,
-stays in the detail as ``nominal_6mac_fraction``.
+first (its input is data; nobody computes that gradient).
 """
 
 from __future__ import annotations
@@ -84,7 +83,6 @@ def run(clients: int = 100, batch: int = 16, steps: int = 7, threads: int = 2, r
     plain = _plain_step_seconds(batch, repeats)
     macs = sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:], strict=True))
     flops_per_step = executed_mlp_flops(SIZES, batch)
-    nominal_per_step = 6 * macs * batch
     rate = flops_per_step / per_step
     return {
         "face_head_gflops_fraction": rate / peak,
@@ -96,7 +94,6 @@ def run(clients: int = 100, batch: int = 16, steps: int = 7, threads: int = 2, r
             "matmul_gflops": peak / 1e9,
             "fused_gflops": rate / 1e9,
             "fused_ms_per_step": 1000 * per_step,
-            "nominal_6mac_fraction": nominal_per_step / per_step / peak,
             "one_step_per_client_fraction": flops_per_step / one_step / peak,
             "one_step_per_client_ms": 1000 * one_step,
             "plain_ms_per_step": 1000 * plain,

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.timing import matmul_flops, matmul_flops_per_cpu_second
+from benchmarks.timing import executed_mlp_flops, matmul_flops, matmul_flops_per_cpu_second
 from fedmtl import Client, Federation, LayerSpec, Simulation, TrainConfig, mlp
 from fedmtl.files import atomic_write
 
@@ -84,12 +84,6 @@ def pooled(task: int | None, seed: int = 0) -> Federation:
     return Federation([Client("pooled", "pooled", x, y[:, cols], xt, yt[:, cols])])
 
 
-def executed_flops(samples: int, sizes: tuple[int, ...]) -> int:
-    """Model FLOPs actually computed for ``samples`` training rows (see the module docstring)."""
-    macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    return samples * (6 * macs - 2 * sizes[0] * sizes[1])
-
-
 def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -124,7 +118,7 @@ def measure(regime: str, registered: int = 100, per_task: int | str = "all", mem
         sim.step()
         seconds += time.perf_counter() - start
         cpu_seconds += time.process_time() - cpu_start
-        flops += executed_flops(int(sim.n_train[sim.last_clients].sum()), sizes)
+        flops += executed_mlp_flops(sizes, int(sim.n_train[sim.last_clients].sum()))
         if regime == "local" and sim.personal.trained != sim.last_clients.tolist():
             raise RuntimeError("face round benchmark: personal state of the wrong clients")
         if evaluate:
@@ -154,8 +148,9 @@ def run(threads: int = 2, memory_budget: int = 4 << 30) -> dict[str, Any]:
                         "20, all active, head 4096-4096-2048-1024-1, batch 16, 1 local epoch, plain SGD, BCE, "
                         f"mtfl (common, common, task, task), fused backend, {threads} threads",
             "round": "Simulation.step(): sampling, schedules, assembly, training, aggregation; evaluation not in",
-            "flops_convention": "executed model FLOPs on real samples: 6 x MACs, minus the first layer's input "
-                                "gradient (never computed); padding and deferral corrections not counted",
+            "flops_convention": "executed model FLOPs on real samples: forward, weight gradients and the input "
+                                "gradients of every layer but the first (never computed), 2 per multiply-add; "
+                                "padding and deferral corrections not counted",
             "cpu_peak_fraction_note": "the same ratio in FLOPs per CPU-second of this process, round against "
                                       "matmul: robust to other jobs taking the cores (wall-clock is not)",
             **{k: result[k] for k in ("cpu_peak_fraction", "seconds_per_round", "cpu_seconds_per_round", "gflops",

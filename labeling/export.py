@@ -141,7 +141,7 @@ def _provenance_lines(store: LabelStore, sources: dict[str, Counter], min_confid
     if models:
         lines += ["", "### Measured accuracy of the machine labels", ""]
         if accuracy:
-            lines += [f"Against {accuracy.get('people_items', '?')} faces labelled by people "
+            lines += [f"Measured on {accuracy.get('people_items', '?')} hand-labelled reference faces "
                       f"(split: {accuracy.get('split', '?')}).", "",
                       "| attribute | source | coverage | accuracy | majority baseline | sure share | sure accuracy |",
                       "|---|---|---|---|---|---|---|"]

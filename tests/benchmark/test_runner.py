@@ -278,7 +278,7 @@ def test_the_dataset_card_notes_head_the_face_leaderboard(face_features, face_ex
     _, _, cache = face_features
     export = tmp_path / "export"
     shutil.copytree(face_export, export)
-    note = "labels are machine-made (model:toy@1); measured accuracy 91% on 300 faces labelled by people"
+    note = "labels are machine-made (model:toy@1); measured accuracy 91% against 300 hand-labelled faces"
     (export / "README.md").write_text(f"---\nbenchmark_notes:\n- '{note}'\nlicense: cc0-1.0\n---\n# Faces\n")
     out = tmp_path / "results"
     code = main(["--suite", "faces", "--dataset", str(export), "--cache-dir", str(cache), "--quick", "--regimes",
