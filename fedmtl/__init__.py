@@ -14,7 +14,15 @@ from fedmtl.aggregators import (
 from fedmtl.backends import BACKENDS, LoopBackend, StackedMLP, VmapBackend, make_backend
 from fedmtl.config import Phase, TrainConfig, load_config
 from fedmtl.engine import Simulation
-from fedmtl.errors import CheckpointError, ConfigError, DatasetError, DivergedError, FedMTLError, LayerSpecError
+from fedmtl.errors import (
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    DivergedError,
+    FedMTLError,
+    FetchError,
+    LayerSpecError,
+)
 from fedmtl.federation import Client, Federation
 from fedmtl.layers import LayerSpec, LayerType, Partition, partition
 from fedmtl.metrics import summarize
@@ -24,6 +32,6 @@ __all__ = [
     "AGGREGATORS", "Aggregator", "FedAdam", "FedAvg", "FedProx", "FedYogi", "Median", "TrimmedMean",
     "make_aggregator", "BACKENDS", "LoopBackend", "StackedMLP", "VmapBackend", "make_backend", "Phase",
     "TrainConfig", "load_config", "Simulation", "CheckpointError", "ConfigError", "DatasetError", "FedMTLError",
-    "LayerSpecError", "DivergedError", "Client", "Federation", "LayerSpec", "LayerType", "Partition", "partition",
-    "summarize", "mlp",
+    "FetchError", "LayerSpecError", "DivergedError", "Client", "Federation", "LayerSpec", "LayerType", "Partition",
+    "partition", "summarize", "mlp",
 ]

