@@ -12,10 +12,10 @@ other).
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import IO, Any, NoReturn
 
-__all__ = ["InertCallable", "InertStateError", "InertType"]
+__all__ = ["AllowListUnpickler", "InertCallable", "InertStateError", "InertType", "inert_globals"]
 
 
 class InertStateError(pickle.UnpicklingError):
@@ -62,3 +62,40 @@ class InertType(type):
 
     def __delattr__(cls, name: str) -> NoReturn:
         _refuse(cls.__qualname__)
+
+
+Global = tuple[str, str]  # (module, name) as the pickle spells it
+
+
+def inert_globals(standins: Mapping[Global, Callable[..., Any] | type]) -> dict[Global, Any]:
+    """What an unpickler hands out for each allowed global: functions wrapped in :class:`InertCallable`;
+    classes as they are (stand-ins with the :class:`InertType` metaclass, or immutable built-in types)."""
+    return {key: value if isinstance(value, type) else InertCallable(value, ".".join(key))
+            for key, value in standins.items()}
+
+
+class AllowListUnpickler(pickle.Unpickler):
+    """Resolves only the globals of ``allowed`` (built with :func:`inert_globals`) and no persistent ids.
+
+    Subclasses set ``allowed`` and say in :meth:`refuse` which one-line error their callers get; ``source``
+    names the file in it.
+    """
+
+    allowed: Mapping[Global, Any] = {}
+
+    def __init__(self, file: IO[bytes], source: str) -> None:
+        super().__init__(file)
+        self.source = source
+
+    def refuse(self, what: str) -> NoReturn:
+        raise pickle.UnpicklingError(f"{self.source}: refused: {what}")
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            self.refuse(f"the pickle asks for global {module}.{name}, which is not on the allow-list (nothing "
+                        "from the file was run)")
+
+    def persistent_load(self, pid: Any) -> NoReturn:
+        self.refuse("the pickle uses persistent ids, which are not allowed")

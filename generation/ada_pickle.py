@@ -22,13 +22,13 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from fedmtl.inert import InertCallable, InertStateError, InertType
+from fedmtl.inert import AllowListUnpickler, InertStateError, InertType, inert_globals
 from generation.errors import NetworkError
 from generation.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
@@ -160,32 +160,18 @@ _STANDINS: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("numpy.core.multiarray", "scalar"): _np_scalar,
     ("numpy._core.multiarray", "scalar"): _np_scalar,
 }
-_ALLOWED: dict[tuple[str, str], Any] = {
-    key: InertCallable(value, ".".join(key)) if not isinstance(value, type) else value
-    for key, value in _STANDINS.items()
-}
+_ALLOWED = inert_globals(_STANDINS)
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(_ALLOWED)
 """The (module, name) globals a network pickle may name; each resolves to an inert stand-in."""
 
 
-class AdaUnpickler(pickle.Unpickler):
+class AdaUnpickler(AllowListUnpickler):
     """Unpickler that maps allow-listed globals to inert stand-ins and refuses everything else."""
 
-    def __init__(self, file: IO[bytes], source: str) -> None:
-        super().__init__(file)
-        self.source = source
+    allowed = _ALLOWED
 
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise NetworkError(
-                f"{self.source}: refused: the pickle asks for global {module}.{name}, which is not on the "
-                "allow-list (nothing from the file was run)"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise NetworkError(f"{self.source}: refused: the pickle uses persistent ids, which are not allowed")
+    def refuse(self, what: str) -> NoReturn:
+        raise NetworkError(f"{self.source}: refused: {what}")
 
 
 def load_ada_pickle(path: str | os.PathLike[str]) -> dict[str, Any]:

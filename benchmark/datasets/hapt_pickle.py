@@ -16,12 +16,12 @@ import os
 import pickle
 import zlib
 from collections.abc import Callable
-from typing import IO, Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from fedmtl.errors import DatasetError
-from fedmtl.inert import InertCallable, InertStateError, InertType
+from fedmtl.inert import AllowListUnpickler, InertStateError, InertType, inert_globals
 
 __all__ = ["ALLOWED_GLOBALS", "RestrictedUnpickler", "Table", "frames_to_tables", "load_pickle_gz",
            "load_hapt_tables"]
@@ -189,34 +189,21 @@ _STANDINS: dict[tuple[str, str], Callable[..., Any] | type] = {
     ("pandas.core.indexes.base", "Index"): _IndexStub,
     ("pandas.core.indexes.range", "RangeIndex"): _RangeIndexStub,
 }
-_ALLOWED: dict[tuple[str, str], Any] = {
-    key: InertCallable(value, ".".join(key)) if not isinstance(value, type) else value
-    for key, value in _STANDINS.items()
-}
+_ALLOWED = inert_globals(_STANDINS)
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(_ALLOWED)
 """The (module, name) globals a HAPT pickle may name; each resolves to an inert stand-in."""
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(AllowListUnpickler):
     """An unpickler that resolves only allow-listed globals, each to an inert stand-in.
 
     ``source`` names the file in error messages.
     """
 
-    def __init__(self, file: IO[bytes], source: str) -> None:
-        super().__init__(file)
-        self.source = source
+    allowed = _ALLOWED
 
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED[(module, name)]
-        except KeyError:
-            raise DatasetError(
-                f"{self.source}: pickle references global {module}.{name}, which is not on the allow-list"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise DatasetError(f"{self.source}: pickle uses persistent ids, which are not allowed")
+    def refuse(self, what: str) -> NoReturn:
+        raise DatasetError(f"{self.source}: {what}")
 
 
 def load_pickle_gz(path: str | os.PathLike[str]) -> Any:
