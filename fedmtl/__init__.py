@@ -17,6 +17,7 @@ from fedmtl.engine import Simulation
 from fedmtl.errors import CheckpointError, ConfigError, DatasetError, DivergedError, FedMTLError, LayerSpecError
 from fedmtl.federation import Client, Federation
 from fedmtl.layers import LayerSpec, LayerType, Partition, partition
+from fedmtl.lockstep import Lockstep
 from fedmtl.metrics import summarize
 from fedmtl.models import mlp
 
@@ -25,5 +26,5 @@ __all__ = [
     "make_aggregator", "BACKENDS", "LoopBackend", "StackedMLP", "VmapBackend", "make_backend", "Phase",
     "TrainConfig", "load_config", "Simulation", "CheckpointError", "ConfigError", "DatasetError", "FedMTLError",
     "LayerSpecError", "DivergedError", "Client", "Federation", "LayerSpec", "LayerType", "Partition", "partition",
-    "summarize", "mlp",
+    "summarize", "mlp", "Lockstep",
 ]
