@@ -326,7 +326,8 @@ def _run_group(workload: Workload, tasks: Sequence[Task], checkpoints: str | Non
 def batch_groups(workload: Workload, tasks: Sequence[Task], size: int | None, jobs: int = 1) -> list[list[int]]:
     """Which tasks train together: those with the same rounds, evaluation rounds, threads and device, at most
     ``size`` per group (None: no limit), spread over at least ``jobs`` groups so that every worker has one.
-    Groups are dealt round-robin (regimes of unequal cost mix); the results do not depend on the grouping."""
+    Groups are consecutive runs in task order (a regime's seeds together: same settings, so one backend call,
+    and a long pooled run's steps paid once for all its seeds); the results do not depend on the grouping."""
     keys: dict[tuple[Any, ...], list[int]] = {}
     for i, t in enumerate(tasks):
         c = workload.config_for(t.regime, t.seed, dict(t.overrides))
@@ -335,7 +336,7 @@ def batch_groups(workload: Workload, tasks: Sequence[Task], size: int | None, jo
     for members in keys.values():
         limit = len(members) if size is None else max(1, size)
         count = max(math.ceil(len(members) / limit), min(max(1, jobs), len(members)))
-        groups += [members[k::count] for k in range(count)]
+        groups += [members[len(members) * k // count: len(members) * (k + 1) // count] for k in range(count)]
     return sorted(groups)
 
 
