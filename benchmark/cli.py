@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -73,6 +74,10 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=positive_int,
                         help="runs side by side in separate processes (HAR default min(2, cores), faces 1); capped "
                              "so that their estimated memory fits the memory budget")
+    parser.add_argument("--batch-runs", type=positive_int, metavar="N",
+                        help="compatible runs (seeds, regimes, grid points) trained together as one stacked "
+                             "computation, at most N per process (default: as many as the memory budget holds; "
+                             "1 trains each run alone); results are the same either way")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
                         help="where training (and, for faces, feature extraction) runs (default cpu)")
     parser.add_argument("--memory-budget", type=parse_size, metavar="SIZE",
@@ -143,7 +148,7 @@ def _train_config(args: argparse.Namespace, base: TrainConfig) -> TrainConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from benchmark.runner import jobs_within
+    from benchmark.runner import jobs_within, runs_within
     from benchmark.tuning import grid_search
     from fedmtl.files import atomic_write
 
@@ -159,6 +164,8 @@ def _run(args: argparse.Namespace) -> int:
     train.resolved_device()  # --device cuda without a CUDA device: one error line now, not after data loading
     seeds = list(range(1 if args.quick else args.seeds))
     progress = not args.no_progress
+    if getattr(args, "engine", "simulation") != "simulation" and args.batch_runs is not None:
+        raise ConfigError(f"--batch-runs applies to the in-process runner, not --engine {args.engine}")
     start = time.perf_counter()
     workload = suite.workload(args, train, regimes, progress=progress)
     jobs = jobs_within(requested, workload.data.run_bytes(), budget if budget is not None else available_memory())
@@ -168,15 +175,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads is None and jobs > 1 and (workload.base.threads or 1) > 1:  # side by side: share the cores
         threads = max(1, (workload.base.threads or 1) // jobs)
         workload = dataclasses.replace(workload, base=workload.base.replace(threads=threads))
+    total = budget if budget is not None else available_memory()
+    args.batch = runs_within(args.batch_runs, workload.data.run_bytes(), None if total is None else total // jobs)
+    if args.batch_runs and args.batch is not None and args.batch < args.batch_runs:
+        print(f"note: --batch-runs {args.batch_runs} lowered to {args.batch}: one run needs about "
+              f"{workload.data.run_bytes() / 2**30:.1f} GiB", file=sys.stderr)
     if budget is not None:  # each run gets its share of the budget
-        share = budget // jobs
+        per_job = max(1, math.ceil(len(regimes) * len(seeds) / jobs))  # runs one process trains together
+        together = min(args.batch or per_job, per_job)
+        share = budget // (jobs * together)
         workload = dataclasses.replace(workload, base=workload.base.replace(memory_budget=share))
     tuning: dict[str, Any] = {}
     if args.grid:
         validation = suite.workload(args, workload.base, regimes, validation=True, progress=progress)
         lrs = args.grid_lrs or suite.grid_lrs
         tuning = grid_search(validation, regimes, lambda r: suite.grid_points(r, args, lrs, validation),
-                             seeds=range(args.grid_seeds), jobs=jobs, progress=progress)
+                             seeds=range(args.grid_seeds), jobs=jobs, progress=progress, batch_runs=args.batch)
         # written now, not with the leaderboard: the grid is the expensive part and must survive a failed run
         atomic_write(Path(args.out) / suite.name / "grid.json", (json.dumps(tuning, indent=2) + "\n").encode())
         overrides = {**workload.overrides}

@@ -4,7 +4,9 @@ A run is a regime, a seed and optional config changes (a grid point). The runner
 round at a time through ``Simulation.run(r)``, scores every evaluated round with the suite's score, and, with a
 checkpoint directory, keeps each part's checkpoint and the scores so far (``scores.json``) after every round:
 a suite killed at any point and run again resumes to the same rows. A run that diverges is recorded as such
-(its row says so) and the other runs go on.
+(its row says so) and the other runs go on. Compatible runs (same rounds, evaluation rounds, threads, device)
+train together in one :class:`~fedmtl.Lockstep` (``batch_runs`` at a time): one stacked computation, each run
+still its own, with the result it has alone.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from tqdm.auto import tqdm
 
 from benchmark.regimes import Regime
 from benchmark.suite import Workload
-from fedmtl import Client, DivergedError, LayerSpec, TrainConfig
+from fedmtl import Client, DivergedError, LayerSpec, Lockstep, TrainConfig
 from fedmtl.errors import CheckpointError
 from fedmtl.files import atomic_write
 
 __all__ = [
-    "Task", "RunResult", "RegimeSummary", "run_task", "execute", "run_suite", "summarize_runs", "pool_clients",
-    "layer_spec", "jobs_within", "SCORES_NAME",
+    "Task", "RunResult", "RegimeSummary", "run_task", "run_batch", "batch_groups", "execute", "run_suite",
+    "summarize_runs", "pool_clients", "layer_spec", "jobs_within", "runs_within", "SCORES_NAME",
 ]
 
 SCORES_NAME = "scores.json"
@@ -173,6 +175,66 @@ def _evaluated_rounds(rounds: int, every: int) -> list[int]:
     return sorted({*range(every, rounds + 1, every), rounds})
 
 
+class _TaskRun:
+    """One run's bookkeeping around its simulations: resume its saved scores, score each evaluated round, save and
+    report it, record a divergence. Shared by the one-run path and the batched path, so both write the same."""
+
+    def __init__(self, workload: Workload, task: Task, checkpoints: str | os.PathLike[str] | None,
+                 report: Reporter | None) -> None:
+        self.task, self.report = task, report
+        self.plan = workload.plan(task.regime, task.seed, dict(task.overrides))
+        self.config = self.plan.config
+        self.row = {**self.plan.row, **self.config.to_dict()}
+        self.run_dir = Path(checkpoints) / task.key if checkpoints is not None else None
+        self.start = time.perf_counter()
+        self.sims = {part: self.plan.build(part, None if self.run_dir is None else
+                                           self.run_dir / part if part else self.run_dir)
+                     for part in self.plan.parts}
+        self.score_path = self.run_dir / SCORES_NAME if self.run_dir is not None else None
+        self.state = (_load_scores(self.score_path, _config_key(self.row)) if self.score_path is not None
+                      else {"scores": {}})
+        reached = min(sim.round_index for sim in self.sims.values())
+        self.saved = {int(r): s for r, s in self.state["scores"].items() if int(r) <= reached}
+        self.rounds: list[int] = []
+        self.scores: list[dict[str, float]] = []
+        self.diverged: str | None = self.state.get("diverged")
+        if self.diverged:  # it diverged before: its row is what was saved
+            self.rounds = sorted(self.saved)
+            self.scores = [self.saved[r] for r in self.rounds]
+
+    @property
+    def evaluated(self) -> list[int]:
+        return _evaluated_rounds(self.config.rounds, self.config.eval_every)
+
+    def scored(self, r: int) -> None:
+        """Round ``r`` is trained in every part: score it (or take its saved score), save, report."""
+        score = self.saved.get(r)
+        if score is None:
+            if any(sim.round_index > r for sim in self.sims.values()):
+                raise CheckpointError(f"{self.run_dir}: the checkpoint is past round {r}, whose score was not "
+                                      "kept; use a fresh --checkpoints directory")
+            score = self.plan.score(self.sims)
+            if self.score_path is not None:
+                self.state["scores"][str(r)] = score
+                _save_scores(self.score_path, self.state)
+        if self.report is not None:
+            for done in range(self.rounds[-1] + 1 if self.rounds else 1, r):
+                self.report(done, None)
+            self.report(r, score)
+        self.rounds.append(r)
+        self.scores.append(score)
+
+    def diverge(self, exc: DivergedError) -> None:
+        self.diverged = str(exc)
+        if self.score_path is not None:
+            self.state["diverged"] = self.diverged
+            _save_scores(self.score_path, self.state)
+
+    def result(self) -> RunResult:
+        return RunResult(self.task.regime.name, self.task.seed, self.rounds, self.scores,
+                         time.perf_counter() - self.start, self.row, diverged=self.diverged)
+
+
 def run_task(workload: Workload, task: Task, *, checkpoints: str | os.PathLike[str] | None = None,
              report: Reporter | None = None) -> RunResult:
     """Train one run round by round; ``report(round, score or None)`` for each round (a score where the round
@@ -182,50 +244,46 @@ def run_task(workload: Workload, task: Task, *, checkpoints: str | os.PathLike[s
     far go to ``scores.json`` beside them after every round (checkpoint first, then scores: a kill in between
     leaves a round whose score is recomputed from its checkpoint, which gives the same number).
     """
-    plan = workload.plan(task.regime, task.seed, dict(task.overrides))
-    config = plan.config
-    row = {**plan.row, **config.to_dict()}
-    run_dir = Path(checkpoints) / task.key if checkpoints is not None else None
-    start = time.perf_counter()
-    sims = {part: plan.build(part, None if run_dir is None else run_dir / part if part else run_dir)
-            for part in plan.parts}
-    score_path = run_dir / SCORES_NAME if run_dir is not None else None
-    state = _load_scores(score_path, _config_key(row)) if score_path is not None else {"scores": {}}
-    reached = min(sim.round_index for sim in sims.values())
-    saved = {int(r): s for r, s in state["scores"].items() if int(r) <= reached}
-    if state.get("diverged"):
-        rounds = sorted(saved)
-        return RunResult(task.regime.name, task.seed, rounds, [saved[r] for r in rounds],
-                         time.perf_counter() - start, row, diverged=state["diverged"])
-    rounds: list[int] = []
-    scores: list[dict[str, float]] = []
+    run = _TaskRun(workload, task, checkpoints, report)
+    if run.diverged:
+        return run.result()
     try:
-        for r in _evaluated_rounds(config.rounds, config.eval_every):
-            for sim in sims.values():  # up to the next evaluated round (the engine evaluates only there)
+        for r in run.evaluated:
+            for sim in run.sims.values():  # up to the next evaluated round (the engine evaluates only there)
                 sim.run(r, progress=False)
-            score = saved.get(r)
-            if score is None:
-                if any(sim.round_index > r for sim in sims.values()):
-                    raise CheckpointError(f"{run_dir}: the checkpoint is past round {r}, whose score was not "
-                                          "kept; use a fresh --checkpoints directory")
-                score = plan.score(sims)
-                if score_path is not None:
-                    state["scores"][str(r)] = score
-                    _save_scores(score_path, state)
-            if report is not None:
-                for done in range(rounds[-1] + 1 if rounds else 1, r):
-                    report(done, None)
-                report(r, score)
-            rounds.append(r)
-            scores.append(score)
+            run.scored(r)
     except DivergedError as exc:
-        message = str(exc)
-        if score_path is not None:
-            state["diverged"] = message
-            _save_scores(score_path, state)
-        return RunResult(task.regime.name, task.seed, rounds, scores, time.perf_counter() - start, row,
-                         diverged=message)
-    return RunResult(task.regime.name, task.seed, rounds, scores, time.perf_counter() - start, row)
+        run.diverge(exc)
+    return run.result()
+
+
+def run_batch(workload: Workload, tasks: Sequence[Task], *, checkpoints: str | os.PathLike[str] | None = None,
+              report: Callable[[int, int, dict[str, float] | None], None] | None = None) -> list[RunResult]:
+    """Train runs together: every part of every run in one :class:`~fedmtl.Lockstep`, so their local training
+    is one stacked computation; each run still samples, aggregates, evaluates, checkpoints and scores itself,
+    and its result is the one :func:`run_task` gives. ``report(index, round, score or None)`` as in
+    :func:`execute`. The tasks must share ``rounds`` and ``eval_every`` (:func:`batch_groups`)."""
+    runs = [_TaskRun(workload, t, checkpoints, None if report is None else
+                     (lambda r, score, i=i: report(i, r, score))) for i, t in enumerate(tasks)]
+    live = [run for run in runs if not run.diverged]
+    sims = [(run, sim) for run in live for sim in run.sims.values()]
+    lock = Lockstep([sim for _, sim in sims])
+    evaluated = runs[0].evaluated
+    if any(run.evaluated != evaluated for run in runs):
+        raise ValueError("run_batch needs runs with the same rounds and eval_every")
+    for r in evaluated:
+        failed = lock.run(r)
+        for i in list(failed):  # a run that diverged stops as a whole: its other parts leave the lockstep
+            run = sims[i][0]
+            if run.diverged is None:
+                run.diverge(failed[i])
+                for j, (other, _) in enumerate(sims):
+                    if other is run and j not in failed:
+                        lock.failed[j] = failed[i]
+        for run in live:
+            if run.diverged is None:
+                run.scored(r)
+    return [run.result() for run in runs]
 
 
 # ---------------------------------------------------------------------------------------------- many runs
@@ -240,13 +298,55 @@ def _init_worker(workload: Workload, threads: int, events: Any, checkpoints: str
 _DONE = -1  # a worker's last event for a task: everything it reported for that task has been sent before it
 
 
-def _run_in_worker(index: int, task: Task) -> RunResult:
+def _run_group_in_worker(indices: list[int], tasks: list[Task]) -> list[RunResult]:
     events = _WORKER["events"]
     try:
-        return run_task(_WORKER["workload"], task, checkpoints=_WORKER["checkpoints"],
-                        report=lambda r, score: events.put((index, r, score)))
+        return _run_group(_WORKER["workload"], tasks, _WORKER["checkpoints"],
+                          lambda k, r, score: events.put((indices[k], r, score)))
     finally:
-        events.put((index, _DONE, None))
+        for index in indices:
+            events.put((index, _DONE, None))
+
+
+def _run_group(workload: Workload, tasks: Sequence[Task], checkpoints: str | None,
+               report: Callable[[int, int, dict[str, float] | None], None]) -> list[RunResult]:
+    """One run alone (exactly as ever), or several in one lockstep; each batched run is charged its share of
+    the group's wall time."""
+    if len(tasks) == 1:
+        return [run_task(workload, tasks[0], checkpoints=checkpoints,
+                         report=lambda r, score: report(0, r, score))]
+    start = time.perf_counter()
+    results = run_batch(workload, tasks, checkpoints=checkpoints, report=report)
+    share = (time.perf_counter() - start) / len(tasks)
+    for result in results:
+        result.seconds = share
+    return results
+
+
+def batch_groups(workload: Workload, tasks: Sequence[Task], size: int | None, jobs: int = 1) -> list[list[int]]:
+    """Which tasks train together: those with the same rounds, evaluation rounds, threads and device, at most
+    ``size`` per group (None: no limit), spread over at least ``jobs`` groups so that every worker has one.
+    Groups are consecutive runs in task order (a regime's seeds together: same settings, so one backend call,
+    and a long pooled run's steps paid once for all its seeds); the results do not depend on the grouping."""
+    keys: dict[tuple[Any, ...], list[int]] = {}
+    for i, t in enumerate(tasks):
+        c = workload.config_for(t.regime, t.seed, dict(t.overrides))
+        keys.setdefault((c.rounds, c.eval_every, c.threads, str(c.device)), []).append(i)
+    groups: list[list[int]] = []
+    for members in keys.values():
+        limit = len(members) if size is None else max(1, size)
+        count = max(math.ceil(len(members) / limit), min(max(1, jobs), len(members)))
+        groups += [members[len(members) * k // count: len(members) * (k + 1) // count] for k in range(count)]
+    return sorted(groups)
+
+
+def runs_within(requested: int | None, run_bytes: int, budget: int | None) -> int | None:
+    """How many runs one process trains together: ``requested`` (None: all), capped so that their estimated
+    memory fits ``budget`` (what one process may use)."""
+    if budget is None or run_bytes <= 0:
+        return requested
+    fits = max(1, budget // run_bytes)
+    return fits if requested is None else max(1, min(requested, fits))
 
 
 def jobs_within(requested: int, run_bytes: int, budget: int | None) -> int:
@@ -279,32 +379,39 @@ class _Progress:
 
 
 def execute(workload: Workload, tasks: Sequence[Task], *, jobs: int = 1, progress: bool = True,
-            desc: str | None = None, checkpoints: str | os.PathLike[str] | None = None) -> list[RunResult]:
-    """Run tasks, ``jobs`` at a time in separate processes; results come back in task order.
+            desc: str | None = None, checkpoints: str | os.PathLike[str] | None = None,
+            batch_runs: int | None = 1) -> list[RunResult]:
+    """Run tasks, ``jobs`` groups at a time in separate processes; results come back in task order.
 
-    Runs are independent, so running them side by side (``base.threads`` torch threads each) uses the cores
-    without the contention that intra-op threading of small matmuls suffers; results do not depend on ``jobs``.
+    Up to ``batch_runs`` compatible runs (None: all) train together as one stacked computation
+    (:func:`run_batch`); 1 trains every run alone. Runs are independent and a batched run computes what it
+    computes alone, so results depend neither on ``jobs`` nor on ``batch_runs``. Side by side (``base.threads``
+    torch threads each), processes use the cores without the contention intra-op threading of small matmuls
+    suffers.
     """
     bar = _Progress(workload, tasks, progress, desc or workload.name)
     ckpt = None if checkpoints is None else str(checkpoints)
+    groups = batch_groups(workload, tasks, batch_runs, jobs)
     results: dict[int, RunResult] = {}
     try:
-        if jobs <= 1 or len(tasks) <= 1:
-            for i, task in enumerate(tasks):
-                results[i] = run_task(workload, task, checkpoints=ckpt,
-                                      report=lambda r, score, i=i: bar(i, r, score))
+        if jobs <= 1 or len(groups) <= 1:
+            for group in groups:
+                done = _run_group(workload, [tasks[i] for i in group], ckpt,
+                                  lambda k, r, score, group=group: bar(group[k], r, score))
+                results.update(zip(group, done, strict=True))
         else:
             context = multiprocessing.get_context("spawn")
             events = context.Queue()
-            with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=context, initializer=_init_worker,
+            with ProcessPoolExecutor(min(jobs, len(groups)), mp_context=context, initializer=_init_worker,
                                      initargs=(workload, workload.base.threads or 1, events, ckpt)) as pool:
-                pending = {pool.submit(_run_in_worker, i, task): i for i, task in enumerate(tasks)}
+                pending = {pool.submit(_run_group_in_worker, group, [tasks[i] for i in group]): group
+                           for group in groups}
                 finished: set[int] = set()
                 while pending:
                     done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                     _drain(events, bar, finished)
                     for future in done:
-                        results[pending.pop(future)] = future.result()
+                        results.update(zip(pending.pop(future), future.result(), strict=True))
                 # A result can arrive before the events its worker queued just ahead of it (the queue's feeder
                 # thread sends them later): wait for every task's last event so no round goes unreported.
                 while len(finished) < len(tasks) and _drain(events, bar, finished, wait_s=30.0):
@@ -330,8 +437,9 @@ def _drain(events: Any, bar: _Progress, finished: set[int], wait_s: float = 0.0)
 
 
 def run_suite(workload: Workload, regimes: Sequence[Regime], seeds: Sequence[int], *, jobs: int = 1,
-              progress: bool = True, checkpoints: str | os.PathLike[str] | None = None) -> list[RegimeSummary]:
+              progress: bool = True, checkpoints: str | os.PathLike[str] | None = None,
+              batch_runs: int | None = 1) -> list[RegimeSummary]:
     """Every regime with every seed, summarised per regime (mean and std over the seeds that finished)."""
     tasks = [Task(r, seed) for r in regimes for seed in seeds]
-    runs = execute(workload, tasks, jobs=jobs, progress=progress, checkpoints=checkpoints)
+    runs = execute(workload, tasks, jobs=jobs, progress=progress, checkpoints=checkpoints, batch_runs=batch_runs)
     return [summarize_runs([run for run in runs if run.regime == r.name]) for r in regimes]

@@ -36,4 +36,5 @@ class SuiteBase:
     def train(self, args: argparse.Namespace, workload: Workload, regimes: Sequence[Regime], seeds: Sequence[int], *,
               jobs: int, progress: bool) -> list[RegimeSummary]:
         """Train every regime with every seed: the one runner (a suite with another engine overrides this)."""
-        return run_suite(workload, regimes, seeds, jobs=jobs, progress=progress, checkpoints=args.checkpoints)
+        return run_suite(workload, regimes, seeds, jobs=jobs, progress=progress, checkpoints=args.checkpoints,
+                         batch_runs=getattr(args, "batch", 1))

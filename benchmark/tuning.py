@@ -16,7 +16,8 @@ __all__ = ["grid_search"]
 
 
 def grid_search(validation: Workload, regimes: Sequence[Regime], points: Callable[[Regime], list[dict[str, Any]]],
-                *, seeds: Sequence[int] = (0,), jobs: int = 1, progress: bool = True) -> dict[str, dict[str, Any]]:
+                *, seeds: Sequence[int] = (0,), jobs: int = 1, progress: bool = True,
+                batch_runs: int | None = 1) -> dict[str, dict[str, Any]]:
     """The best point (TrainConfig changes) per regime by the validation score at the final round, mean over
     ``seeds`` (the workload's headline: accuracy for HAR, the mean over tasks for faces).
 
@@ -26,7 +27,7 @@ def grid_search(validation: Workload, regimes: Sequence[Regime], points: Callabl
     """
     plan = [(r, point) for r in regimes for point in points(r)]
     tasks = [Task(r, seed, tuple(sorted(point.items()))) for r, point in plan for seed in seeds]
-    runs = iter(execute(validation, tasks, jobs=jobs, progress=progress, desc="grid"))
+    runs = iter(execute(validation, tasks, jobs=jobs, progress=progress, desc="grid", batch_runs=batch_runs))
     out: dict[str, dict[str, Any]] = {}
     for regime, point in plan:
         scores = [next(runs).value(validation.headline) for _ in seeds]

@@ -25,6 +25,7 @@ from fedmtl.errors import (
 )
 from fedmtl.federation import Client, Federation
 from fedmtl.layers import LayerSpec, LayerType, Partition, partition
+from fedmtl.lockstep import Lockstep
 from fedmtl.metrics import summarize
 from fedmtl.models import mlp
 
@@ -33,5 +34,5 @@ __all__ = [
     "make_aggregator", "BACKENDS", "LoopBackend", "StackedMLP", "VmapBackend", "make_backend", "Phase",
     "TrainConfig", "load_config", "Simulation", "CheckpointError", "ConfigError", "DatasetError", "FedMTLError",
     "FetchError", "LayerSpecError", "DivergedError", "Client", "Federation", "LayerSpec", "LayerType", "Partition",
-    "partition", "summarize", "mlp",
+    "partition", "summarize", "mlp", "Lockstep",
 ]
