@@ -9,6 +9,11 @@ clients, eq. 1; task layers inside each group, eq. 2) before the next chunk is a
 change only once every chunk has been folded, so the result does not depend on the chunking. Memory is
 O(chunk x model + shared layers + client state), never O(sampled clients x model). Personal layers are written
 back to their client and never reach an aggregator.
+
+With plain SGD and a backend that offers it (``train_grouped``), a chunk is not assembled at all: the clients
+that start from the same weights train as one stacked computation against those weights, and their deltas reach
+the aggregators factored (:mod:`fedmtl.grouped`); an aggregator that folds factors (weighted sums: one GEMM for
+all clients) takes them so, any other gets them materialised a few clients at a time.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from fedmtl.devices import free_memory, resolve_device
 from fedmtl.errors import CheckpointError, ConfigError, DivergedError
 from fedmtl.federation import Federation
 from fedmtl.layers import LayerSpec, LayerType, partition
-from fedmtl.local import train_phases, trainable_names
+from fedmtl.grouped import ClientDeltas
+from fedmtl.local import phase_sgd, train_phases, trainable_names
 from fedmtl.losses import correct_and_count
 from fedmtl.metrics import summarize
 from fedmtl.schedule import BatchSchedule
@@ -153,6 +159,10 @@ class Simulation:
             if config.keep_optimizer_state:
                 raise ConfigError("ditto_lambda cannot be combined with keep_optimizer_state yet")
         self.server = ServerState(config, Roster.of(federation), self.types, native)
+        # plain SGD (no momentum, no proximal pull, no second model per client): a backend that can train the
+        # clients sharing base weights together gets them so (grouped chunks), its deltas left factored
+        self.grouped = (hasattr(self.backend, "train_grouped") and not config.momentum and not config.ditto_lambda
+                        and not any(self.server.proximal_mu(t) for t in (LayerType.COMMON, LayerType.TASK)))
         self.frozen: Params = {n: native[n] for n in self.names[LayerType.PRETRAINED]}
         self.round_index = 0
         self.last_clients = torch.zeros(0, dtype=torch.int64)  # who trained in the latest round
@@ -209,11 +219,23 @@ class Simulation:
         scopes += [(agg, per_task, sampled) for agg in self.server.agg_task]
         aggregator = sum(4 * size * (n if getattr(agg, "keeps_all_updates", False) else 3) for agg, size, n in scopes)
         data = sum(t.numel() * t.element_size() for t in (self.x_train, self.y_train, self.x_test, self.y_test))
+        steps = self._local_steps(int(self.server.roster.n_train.max()) if len(self.server.roster) else 0)
+        if self._groups_pay(steps):  # no per-client model: factors, activations and the personal layers
+            client = self.backend.grouped_client_bytes(steps, cfg.batch_size) + 2 * _nbytes(
+                {n: native[n] for n in self.names[LayerType.PERSONAL]})
         workspace = getattr(self.backend, "workspace_bytes", lambda batch: 0)(cfg.batch_size)
         fixed = _nbytes(self.server.common) + _nbytes(self.server.task) + aggregator + data + workspace
         derived = cfg.memory_budget is None
         budget = fixed + free_memory(self.device) // 2 if derived else int(cfg.memory_budget)
         return MemoryPlan(budget, fixed, client, state_bytes, len(self.server.roster), sampled, derived)
+
+    def _local_steps(self, samples: int) -> int:
+        """Local steps of a round (every phase) for a client with ``samples`` training rows."""
+        per_epoch = -(-samples // self.config.batch_size)
+        return per_epoch * sum(p.epochs for p in self.config.local_phases())
+
+    def _groups_pay(self, steps: int) -> bool:
+        return self.grouped and self.backend.grouped_pays(steps, self.config.batch_size)
 
     # ------------------------------------------------------------------ server state, by its old names
     @property
@@ -391,9 +413,7 @@ class Simulation:
         # temporaries: 30x faster than isfinite() on 100 clients' 44 MB heads.
         bad = torch.stack([~torch.isfinite(work[n].flatten(1).sum(1)) for n in trained]).any(0) if trained else None
         if bad is not None and bool(bad.any()):
-            ids = [self.federation.clients[i].id for i in twice[bad.cpu()].tolist()]
-            raise DivergedError(f"round {self.round_index + 1}: local training diverged (NaN/Inf weights) on "
-                                f"{len(set(ids))} client(s), e.g. {ids[0]!r}; lower the learning rate (lr={cfg.lr})")
+            self._diverged(twice[bad.cpu()])
         if ditto:
             self.shadow.scatter(clients, {n: work[n][c:] for n in self.shadow.names})
             work = {n: t[:c] for n, t in work.items()}
@@ -402,6 +422,42 @@ class Simulation:
         if self.personal.names:
             self.personal.scatter(clients, work)
         return work
+
+    def _train_chunk_grouped(self, clients: torch.Tensor, schedules: list[BatchSchedule]) -> ClientDeltas:
+        """A chunk's local training with no per-client copy of the shared layers: each parameter's clients start
+        from one base per group (common: one, task: their group's, personal: their own), and the backend returns
+        their deltas factored. Personal layers are written back; the rest goes to the aggregators."""
+        c = len(clients)
+        tasks = self.server.roster.task_index[clients.cpu()].to(self.device)
+        one = torch.zeros(c, dtype=torch.int64, device=self.device)
+        personal = self.personal.gather(clients)
+        bases: Params = {}
+        groups: dict[str, torch.Tensor] = {}
+        for n, t in self.types.items():
+            if t is LayerType.PERSONAL:
+                bases[n], groups[n] = personal[n], torch.arange(c, device=self.device)
+            elif t is LayerType.TASK:
+                bases[n], groups[n] = self.server.task[n], tasks
+            else:
+                value = self.server.common[n] if t is LayerType.COMMON else self.frozen[n]
+                bases[n], groups[n] = value.unsqueeze(0), one
+        sgds = phase_sgd(self.types, self.config, prox={}, anchors={}, buffers={})
+        phases = [(s.to(self.device), sgd) for s, sgd in zip(schedules, sgds, strict=True)]
+        deltas = self.backend.train_grouped(bases, groups, self.x_train, self.y_train, phases)
+        bad = ~deltas.finite()
+        if bool(bad.any()):
+            self._diverged(clients[bad])
+        if self.personal.names:
+            for n in self.personal.names:
+                if n in deltas.factors or n in deltas.dense:
+                    personal[n] += deltas.materialize(n)
+            self.personal.scatter(clients, personal)
+        return deltas
+
+    def _diverged(self, clients: torch.Tensor) -> None:
+        ids = [self.federation.clients[i].id for i in clients.tolist()]
+        raise DivergedError(f"round {self.round_index + 1}: local training diverged (NaN/Inf weights) on "
+                            f"{len(set(ids))} client(s), e.g. {ids[0]!r}; lower the learning rate (lr={self.config.lr})")
 
     def _stores(self) -> tuple[ClientStates, ...]:
         return (self.personal, self.shadow, self.buffers)
@@ -417,7 +473,13 @@ class Simulation:
         for start in range(0, len(clients), self.plan.chunk):
             stop = min(len(clients), start + self.plan.chunk)
             chunk = clients[start:stop]
-            trained = self._train_chunk(chunk, [s.select(start, stop) for s in schedules])
+            selected = [s.select(start, stop) for s in schedules]
+            if self._groups_pay(sum(s.steps for s in selected)):
+                deltas = self._train_chunk_grouped(chunk, selected)
+                self.server.fold_deltas(chunk, deltas)
+                del deltas
+                continue
+            trained = self._train_chunk(chunk, selected)
             self.server.fold(chunk, trained, in_place=True)
             del trained
         self.server.finish_round()
