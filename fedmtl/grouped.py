@@ -153,8 +153,8 @@ def train_grouped(layers: Sequence[tuple[str, str]], bases: Params, groups: dict
             if w in sgd.update:
                 rows[w] += schedule.steps * schedule.rows.shape[2]
     device, dtype = x.device, torch.float32
-    left = {w: torch.zeros(c, rows[w], bases[w].shape[1], dtype=dtype, device=device) for w, _ in layers if rows[w]}
-    right = {w: torch.zeros(c, rows[w], bases[w].shape[2], dtype=dtype, device=device) for w, _ in layers if rows[w]}
+    left = {w: torch.empty(c, rows[w], bases[w].shape[1], dtype=dtype, device=device) for w, _ in layers if rows[w]}
+    right = {w: torch.empty(c, rows[w], bases[w].shape[2], dtype=dtype, device=device) for w, _ in layers if rows[w]}
     filled = dict.fromkeys(left, 0)
     bias = {b: _per_client(bases[b], groups[b]) for _, b in layers}
     moved_bias: set[str] = set()

@@ -148,3 +148,13 @@ def test_factors_with_nan_and_grouped_divergence_are_refused(always_grouped):
         agg.fold_factored(left, torch.ones(2, 3, 3), 0)
     with pytest.raises(DivergedError, match="local training diverged"):
         simulate(LayerSpec.of(common=["fc1", "fc2"], task="fc3"), "fused", lr=1e6, rounds=1)
+
+
+def test_grouped_chunks_are_sized_by_their_factors_not_a_model_copy(always_grouped):
+    """The memory plan charges a grouped chunk member its factors, activations and personal layers (twice: the
+    gathered copy and its delta), not a stacked copy of the whole model."""
+    spec = LayerSpec.of(common="fc1", task="fc2", personal="fc3")
+    sim = simulate(spec, "fused", rounds=1)
+    steps = 2 * -(-max(c.num_train for c in sim.federation.clients) // 8)  # two local epochs, batch 8
+    personal = 4 * (8 * 3 + 3)
+    assert sim.plan.client == sim.backend.grouped_client_bytes(steps, 8) + 2 * personal
