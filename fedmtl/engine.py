@@ -41,8 +41,8 @@ from fedmtl.config import TrainConfig
 from fedmtl.devices import free_memory, resolve_device
 from fedmtl.errors import CheckpointError, ConfigError, DivergedError
 from fedmtl.federation import Federation
-from fedmtl.layers import LayerSpec, LayerType, partition
 from fedmtl.grouped import ClientDeltas
+from fedmtl.layers import LayerSpec, LayerType, partition
 from fedmtl.local import phase_sgd, train_phases, trainable_names
 from fedmtl.losses import correct_and_count
 from fedmtl.metrics import summarize
@@ -109,13 +109,16 @@ class MemoryPlan:
 
     ``fixed`` is what the run holds whatever the chunking (global layers, aggregator state, data);
     ``client`` one chunk member's working set (its stacked model, a Ditto copy, momentum buffers, its share
-    of the backend's temporaries); ``state`` one trained client's stored values. Per-client state stays in
+    of the backend's temporaries; in a grouped chunk its factors instead of a model); ``model`` one stacked
+    client model (what evaluation assembles per client; default ``client``); ``state`` one trained client's
+    stored values. Per-client state stays in
     memory while every registered client's would fit in half of what the budget leaves after ``fixed``.
     """
 
     def __init__(self, budget: int, fixed: int, client: int, state: int, clients: int, sampled: int,
-                 derived: bool) -> None:
+                 derived: bool, model: int | None = None) -> None:
         self.budget, self.fixed, self.client, self.state = budget, fixed, client, state
+        self.model = client if model is None else model
         minimum = fixed + client
         if budget < minimum:
             raise ConfigError(f"config memory_budget {budget} bytes is too small for one client: at least "
@@ -125,11 +128,12 @@ class MemoryPlan:
         if not self.on_disk:
             spare -= state * clients
         self.chunk = max(1, min(sampled, spare // max(client, 1)))
+        self.models = max(1, spare // max(self.model, 1))  # stacked client models at once (evaluation)
         self.derived = derived
 
     def describe(self) -> dict[str, Any]:
         return {"budget": self.budget, "fixed": self.fixed, "client": self.client, "state": self.state,
-                "chunk": self.chunk, "state_on_disk": self.on_disk, "derived": self.derived}
+                "chunk": self.chunk, "models": self.models, "state_on_disk": self.on_disk, "derived": self.derived}
 
 
 
@@ -219,6 +223,7 @@ class Simulation:
         scopes += [(agg, per_task, sampled) for agg in self.server.agg_task]
         aggregator = sum(4 * size * (n if getattr(agg, "keeps_all_updates", False) else 3) for agg, size, n in scopes)
         data = sum(t.numel() * t.element_size() for t in (self.x_train, self.y_train, self.x_test, self.y_test))
+        model = client
         steps = self._local_steps(int(self.server.roster.n_train.max()) if len(self.server.roster) else 0)
         if self._groups_pay(steps):  # no per-client model: factors, activations and the personal layers
             client = self.backend.grouped_client_bytes(steps, cfg.batch_size) + 2 * _nbytes(
@@ -227,7 +232,7 @@ class Simulation:
         fixed = _nbytes(self.server.common) + _nbytes(self.server.task) + aggregator + data + workspace
         derived = cfg.memory_budget is None
         budget = fixed + free_memory(self.device) // 2 if derived else int(cfg.memory_budget)
-        return MemoryPlan(budget, fixed, client, state_bytes, len(self.server.roster), sampled, derived)
+        return MemoryPlan(budget, fixed, client, state_bytes, len(self.server.roster), sampled, derived, model)
 
     def _local_steps(self, samples: int) -> int:
         """Local steps of a round (every phase) for a client with ``samples`` training rows."""
@@ -457,7 +462,8 @@ class Simulation:
     def _diverged(self, clients: torch.Tensor) -> None:
         ids = [self.federation.clients[i].id for i in clients.tolist()]
         raise DivergedError(f"round {self.round_index + 1}: local training diverged (NaN/Inf weights) on "
-                            f"{len(set(ids))} client(s), e.g. {ids[0]!r}; lower the learning rate (lr={self.config.lr})")
+                            f"{len(set(ids))} client(s), e.g. {ids[0]!r}; lower the learning rate "
+                            f"(lr={self.config.lr})")
 
     def _stores(self) -> tuple[ClientStates, ...]:
         return (self.personal, self.shadow, self.buffers)
@@ -492,7 +498,7 @@ class Simulation:
     def evaluate(self, chunk: int = 64) -> dict[str, Any]:
         """Every client's own model on its own test data, in chunks no larger than a training chunk."""
         m = len(self.federation)
-        chunk = max(1, min(chunk, self.plan.chunk))
+        chunk = max(1, min(chunk, self.plan.chunk, self.plan.models))
         correct = torch.zeros(m, dtype=torch.int64)
         total = torch.zeros(m, dtype=torch.int64)
         for start in range(0, m, chunk):

@@ -113,10 +113,7 @@ class _Groups:
         out = None
         for g, members in self.parts:
             w = base[g].t() if transpose else base[g]
-            if isinstance(members, slice):
-                part = a[members]
-            else:
-                part = a.index_select(0, members.to(a.device))
+            part = a[members] if isinstance(members, slice) else a.index_select(0, members.to(a.device))
             z = torch.mm(part.reshape(-1, k), w).view(part.shape[0], b, -1)
             if out is None:
                 out = torch.empty(c, b, z.shape[-1], dtype=z.dtype, device=z.device)

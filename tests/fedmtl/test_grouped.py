@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_streaming import OPTIONS, REGIMES, outlier_federation
 
 from fedmtl import AGGREGATORS, DivergedError, LayerSpec, Simulation, TrainConfig, make_aggregator, mlp
 from fedmtl.backends import LocalSGD
 from fedmtl.fused import FusedMLP
 from fedmtl.grouped import correction_ratio
 from fedmtl.schedule import make_schedule
-
-from test_streaming import OPTIONS, REGIMES, outlier_federation
 
 SIZES = [10, 16, 8, 3]
 
@@ -158,3 +157,19 @@ def test_grouped_chunks_are_sized_by_their_factors_not_a_model_copy(always_group
     steps = 2 * -(-max(c.num_train for c in sim.federation.clients) // 8)  # two local epochs, batch 8
     personal = 4 * (8 * 3 + 3)
     assert sim.plan.client == sim.backend.grouped_client_bytes(steps, 8) + 2 * personal
+
+
+def test_evaluation_assembles_no_more_models_than_the_budget_holds(monkeypatch):
+    """Grouped chunks are small (factors, not models), so a budget can train more clients at once than it can
+    hold full models for; evaluation, which assembles each client's model, keeps to the models it holds."""
+    from fedmtl.engine import MemoryPlan
+
+    plan = MemoryPlan(1000, 100, 10, 0, clients=6, sampled=6, derived=False, model=300)
+    assert (plan.chunk, plan.models) == (6, 3)
+    sim = simulate(LayerSpec.of(common="fc1", task="fc2", personal="fc3"), "fused", rounds=1)
+    sim.plan.models = 2
+    widths = []
+    real = FusedMLP.forward
+    monkeypatch.setattr(FusedMLP, "forward", lambda self, params, x: widths.append(x.shape[0]) or real(self, params, x))
+    sim.evaluate()
+    assert max(widths) == 2 and sum(widths) == len(sim.federation)
