@@ -225,7 +225,8 @@ class Simulation:
         data = sum(t.numel() * t.element_size() for t in (self.x_train, self.y_train, self.x_test, self.y_test))
         model = client
         steps = self._local_steps(int(self.server.roster.n_train.max()) if len(self.server.roster) else 0)
-        if self._groups_pay(steps):  # no per-client model: factors, activations and the personal layers
+        if self._groups_pay(steps) and (self.names[LayerType.COMMON] or self.names[LayerType.TASK]):
+            # no per-client model: factors, activations and the personal layers
             client = self.backend.grouped_client_bytes(steps, cfg.batch_size) + 2 * _nbytes(
                 {n: native[n] for n in self.names[LayerType.PERSONAL]})
         workspace = getattr(self.backend, "workspace_bytes", lambda batch: 0)(cfg.batch_size)
@@ -241,6 +242,17 @@ class Simulation:
 
     def _groups_pay(self, steps: int) -> bool:
         return self.grouped and self.backend.grouped_pays(steps, self.config.batch_size)
+
+    def _shares_weights(self, clients: torch.Tensor) -> bool:
+        """Whether some trained layer starts from the same weights for two of ``clients`` (what grouping is for:
+        clients that share nothing are trained faster one by one, measured: 4.6 against 6.2 CPU-s for ten
+        clients of the paper's head with personal layers only)."""
+        if len(clients) < 2:
+            return False
+        if self.names[LayerType.COMMON]:
+            return True
+        tasks = self.server.roster.task_index[clients.cpu()]
+        return bool(self.names[LayerType.TASK]) and len(tasks.unique()) < len(tasks)
 
     # ------------------------------------------------------------------ server state, by its old names
     @property
@@ -480,14 +492,17 @@ class Simulation:
             stop = min(len(clients), start + self.plan.chunk)
             chunk = clients[start:stop]
             selected = [s.select(start, stop) for s in schedules]
-            if self._groups_pay(sum(s.steps for s in selected)):
+            if self._shares_weights(chunk) and self._groups_pay(sum(s.steps for s in selected)):
                 deltas = self._train_chunk_grouped(chunk, selected)
                 self.server.fold_deltas(chunk, deltas)
                 del deltas
                 continue
-            trained = self._train_chunk(chunk, selected)
-            self.server.fold(chunk, trained, in_place=True)
-            del trained
+            # a model per client: no more of them than the budget holds (a chunk sized for grouping may be larger)
+            for first in range(start, stop, self.plan.models):
+                last = min(stop, first + self.plan.models)
+                trained = self._train_chunk(clients[first:last], [s.select(first, last) for s in schedules])
+                self.server.fold(clients[first:last], trained, in_place=True)
+                del trained
         self.server.finish_round()
         self.round_index += 1
         if self.checkpoint_path is None:
