@@ -8,7 +8,9 @@ coordinates ``offset..offset+p`` - in any chunking, and ``finish()`` returns the
 to the global parameters of that scope. So a round never needs every client's model at once: weighted-sum
 aggregators (FedAvg, FedProx, FedAdam, FedYogi) keep one running ``[P]`` sum; median and trimmed mean must
 keep every value, but sort in coordinate blocks so their peak stays near the ``[n, P]`` store itself.
-``aggregate(updates, weights)`` is the all-at-once form of the same three calls.
+``aggregate(updates, weights)`` is the all-at-once form of the same three calls. ``fold_factored(left, right,
+offset)`` takes a tile whose client deltas are matrix products (what a grouped backend leaves, see
+:mod:`fedmtl.grouped`): weighted sums fold every client's product as one GEMM, the others get them materialised.
 
 Stateful server optimisers (FedAdam, FedYogi) keep their moments per instance, which is why the
 engine needs one instance per scope and why they expose ``state_dict``/``load_state_dict`` for

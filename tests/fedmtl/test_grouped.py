@@ -183,3 +183,29 @@ def test_evaluation_assembles_no_more_models_than_the_budget_holds(monkeypatch):
     monkeypatch.setattr(FusedMLP, "forward", lambda self, params, x: widths.append(x.shape[0]) or real(self, params, x))
     sim.evaluate()
     assert max(widths) == 2 and sum(widths) == len(sim.federation)
+
+
+def test_a_wide_head_groups_by_itself_and_matches_the_loop(monkeypatch):
+    """No forcing: a head wide enough for grouping to pay (corrections ~5% of the matmuls) picks it on its own
+    and still follows the plain loop (mtfl's layer types, BCE, partial batches)."""
+    from fedmtl import Client, Federation
+
+    g = torch.Generator().manual_seed(0)
+    clients = []
+    for i in range(8):
+        x, xt = torch.randn(20 + i, 256, generator=g), torch.randn(6, 256, generator=g)
+        clients.append(Client(f"c{i}", f"t{i % 2}", x, (x[:, :1] > 0).float(), xt, (xt[:, :1] > 0).float()))
+    fed = Federation(clients)
+    spec = LayerSpec.of(common=["fc1", "fc2"], task="fc3")
+    calls = []
+    real = FusedMLP.train_grouped
+    monkeypatch.setattr(FusedMLP, "train_grouped", lambda self, *a: calls.append(1) or real(self, *a))
+    sims = {}
+    for backend in ("loop", "fused"):
+        config = TrainConfig(rounds=2, local_epochs=1, batch_size=8, lr=0.05, momentum=0.0, loss="bce",
+                             backend=backend)
+        sims[backend] = Simulation(mlp([256, 256, 128, 1], seed=2), spec, fed, config)
+        sims[backend].run(progress=False)
+    assert len(calls) == 2 and sims["fused"].backend.grouped_pays(4, 8)  # one grouped chunk per round
+    assert sims["fused"].plan.client < sims["fused"].plan.model  # sized by factors
+    assert_same_clients(sims["loop"], sims["fused"])
