@@ -16,8 +16,9 @@ writing it back); evaluation is not in it (its time is reported separately). The
 ``face_round_peak_fraction`` (``make bench``): the ``mtfl`` round's executed model FLOPs per second over the fp32
 matmul rate measured in the same process (best of before and after the round). Executed FLOPs: 2 x MACs per
 real sample for the forward, 2 x for the weight gradients, 2 x for the input gradients of every layer but the
-first (never computed); padded rows of partial batches and the fused backend's Gram/correction terms are
-executed but not counted. ``python -m benchmarks.face_round`` measures every regime, each in a fresh process.
+first (never computed); padded rows of partial batches and the correction terms of the fused backend's deferred
+updates (its Gram matrix, the grouped path's low-rank corrections) are executed but not counted.
+``python -m benchmarks.face_round`` measures every regime, each in a fresh process.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ coordinates ``offset..offset+p`` - in any chunking, and ``finish()`` returns the
 to the global parameters of that scope. So a round never needs every client's model at once: weighted-sum
 aggregators (FedAvg, FedProx, FedAdam, FedYogi) keep one running ``[P]`` sum; median and trimmed mean must
 keep every value, but sort in coordinate blocks so their peak stays near the ``[n, P]`` store itself.
-``aggregate(updates, weights)`` is the all-at-once form of the same three calls.
+``aggregate(updates, weights)`` is the all-at-once form of the same three calls. ``fold_factored(left, right,
+offset)`` takes a tile whose client deltas are matrix products (what a grouped backend leaves, see
+:mod:`fedmtl.grouped`): weighted sums fold every client's product as one GEMM, the others get them materialised.
 
 Stateful server optimisers (FedAdam, FedYogi) keep their moments per instance, which is why the
 engine needs one instance per scope and why they expose ``state_dict``/``load_state_dict`` for
@@ -239,6 +241,39 @@ class _Streaming:
     def _fold(self, updates: torch.Tensor, first: int, offset: int) -> None:
         raise NotImplementedError
 
+    def fold_factored(self, left: torch.Tensor, right: torch.Tensor, offset: int = 0) -> None:
+        """Take the next ``c`` clients' deltas of one ``[m, n]`` block (row-major at coordinates ``offset``..),
+        client ``j``'s being ``left[j]^T @ right[j]`` (``left`` ``[c, r, m]``, ``right`` ``[c, r, n]``): how a
+        backend that never built per-client weights hands them over. Weighted sums fold them as one GEMM; the
+        others get them materialised a few clients at a time."""
+        if self._weights is None:
+            raise FedMTLError(f"aggregator {self.name!r}: fold_factored() before begin()")
+        if left.dim() != 3 or right.dim() != 3 or left.shape[:2] != right.shape[:2]:
+            raise FedMTLError(f"aggregator {self.name!r}: factors must be [c, r, m] and [c, r, n], got "
+                              f"{tuple(left.shape)} and {tuple(right.shape)}")
+        c, _, m = left.shape
+        p = m * right.shape[2]
+        first = self._rows.get(offset, 0)
+        if first + c > len(self._weights) or offset < 0 or offset + p > self._size:
+            raise FedMTLError(f"aggregator {self.name!r}: tile of {c} clients x {p} coordinates at offset {offset} "
+                              f"falls outside the round ({len(self._weights)} clients x {self._size})")
+        bad = int((~(torch.isfinite(left.flatten(1).sum(1)) & torch.isfinite(right.flatten(1).sum(1)))).sum())
+        if bad:
+            raise DivergedError(f"aggregator {self.name!r}: {bad} of {c} client(s) sent non-finite values (NaN/Inf) "
+                                "in their update")
+        self._fold_factored(left, right, first, offset)
+        self._rows[offset] = first + c
+        self._covered += c * p
+
+    def _fold_factored(self, left: torch.Tensor, right: torch.Tensor, first: int, offset: int) -> None:
+        c, _, m = left.shape
+        step = max(1, self.FACTOR_BLOCK_BYTES // (4 * m * right.shape[2]))
+        for start in range(0, c, step):
+            block = torch.bmm(left[start: start + step].transpose(1, 2), right[start: start + step])
+            self._fold(block.reshape(block.shape[0], -1), first + start, offset)
+
+    FACTOR_BLOCK_BYTES = 64 << 20  # materialised deltas at once, for aggregators that need per-client values
+
     def finish(self) -> torch.Tensor:
         if self._weights is None:
             raise FedMTLError(f"aggregator {self.name!r}: finish() before begin()")
@@ -283,6 +318,16 @@ class _WeightedSum(_Streaming):
         w = self._scale[first: first + updates.shape[0]].to(dtype=updates.dtype, device=updates.device)
         block = self._sum[offset: offset + updates.shape[1]]
         block.addmv_(updates.t(), w)
+
+    def _fold_factored(self, left: torch.Tensor, right: torch.Tensor, first: int, offset: int) -> None:
+        """``sum_j w_j left_j^T right_j`` as one GEMM over every client's rows: no per-client delta is built."""
+        c, r, m = left.shape
+        n = right.shape[2]
+        if self._sum is None:
+            self._sum = torch.zeros(self._size, dtype=left.dtype, device=left.device)
+        w = self._scale[first: first + c].to(dtype=left.dtype, device=left.device)
+        scaled = (left * w.view(-1, 1, 1)).reshape(c * r, m)
+        self._sum[offset: offset + m * n].view(m, n).addmm_(scaled.t(), right.reshape(c * r, n))
 
     def _mean(self) -> torch.Tensor:
         assert self._sum is not None

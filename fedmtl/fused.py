@@ -21,6 +21,11 @@ The block is bounded (``flush_every``): the Gram matrix and the corrections grow
 unbounded block (a pooled client's ~690 steps) would cost 43x the direct update's FLOPs.
 Same maths as step-by-step SGD; only the order of the floating-point sums differs.
 
+With plain SGD the same identity holds for every linear layer, which lets a whole round's clients skip their
+per-client weight copies: :meth:`FusedMLP.train_grouped` trains the clients that start from the same weights
+(all of them for common layers, a task group for task layers) as one GEMM per group and hands their deltas back
+factored (:mod:`fedmtl.grouped`); the engine uses it while its corrections stay cheap (``grouped_max_ratio``).
+
 Semantics match the other backends (same :class:`~fedmtl.schedule.BatchSchedule`, momentum buffers,
 proximal terms, frozen layers pass gradients through), so it is checked against ``LoopBackend`` in the tests.
 """
@@ -32,6 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from fedmtl.grouped import ClientDeltas, correction_ratio, train_grouped
 from fedmtl.losses import loss_grad
 from fedmtl.schedule import BatchSchedule
 
@@ -73,6 +79,11 @@ class FusedMLP:
     # k=16 51.2-52.8, k=32 53.2, k=64 54.0. So 8: the plateau's start, a 128-column Gram matrix (64 KB).
     # The old unbounded deferral made that matrix 0.49 GB for a pooled client's 690 steps.
     flush_every = 8
+
+    # Grouped training (fedmtl.grouped: clients sharing base weights as one GEMM per group, deltas left factored)
+    # pays while its corrections stay small beside the main matmuls: the paper's face head at 7 steps of 16
+    # rows spends 2% on them; a pooled client's ~690 steps would spend several times the main work.
+    grouped_max_ratio = 0.25
 
     def __init__(self, head: nn.Module) -> None:
         self.layers = _linear_layers(head)
@@ -169,6 +180,21 @@ class FusedMLP:
                 grads[:, cols] = dz0
         if grads is not None:
             params[w0][c].addmm_(grads, inputs.t(), alpha=-sgd.lr)
+
+    def grouped_pays(self, steps: int, batch: int) -> bool:
+        """Whether a local run of ``steps`` steps is cheaper grouped (see ``grouped_max_ratio``)."""
+        return steps > 0 and correction_ratio(self.sizes, steps, batch) <= self.grouped_max_ratio
+
+    def grouped_client_bytes(self, steps: int, batch: int) -> int:
+        """One client's share of a grouped run: its factors, a step's activations, the aggregator's scaled copy."""
+        rows = steps * batch
+        factors = sum(rows * (a + b) for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        return 4 * (factors + 3 * batch * sum(self.sizes) + rows * max(self.sizes[1:]))
+
+    def train_grouped(self, bases: Params, groups: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                      phases: list[tuple[BatchSchedule, LocalSGD]]) -> ClientDeltas:
+        """Clients starting from shared base weights, trained together (:func:`fedmtl.grouped.train_grouped`)."""
+        return train_grouped(self.layers, bases, groups, x, y, phases)
 
     def workspace_bytes(self, batch: int) -> int:
         """Temporaries of one deferred block (inputs, W0 @ inputs, gradients, Gram matrix), for memory plans."""

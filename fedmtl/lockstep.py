@@ -130,7 +130,18 @@ class Lockstep:
     def step(self, active: Sequence[int], target: int | None = None) -> None:
         """One round of the ``active`` simulations; each then evaluates and checkpoints (``after_round``)."""
         start = time.perf_counter()
-        chunks = {i: self.sims[i].begin_round() for i in active}
+        chunks: dict[int, list[tuple[torch.Tensor, list[BatchSchedule]]]] = {}
+        for i in active:  # a chunk that pays on the grouped path trains there, alone; the rest trains together
+            sim, chunks[i] = self.sims[i], []
+            try:
+                for clients, schedules in sim.begin_round():
+                    if not sim.fold_grouped(clients, schedules):
+                        chunks[i].extend(sim.model_chunks(clients, schedules))
+            except DivergedError as exc:
+                self.failed[i] = exc
+        active = [i for i in active if i not in self.failed]
+        if not active:
+            return
         for j in range(max(len(c) for c in chunks.values())):
             members = [i for i in active if j < len(chunks[i]) and i not in self.failed]
             works = {i: self.sims[i].prepare_chunk(*chunks[i][j]) for i in members}

@@ -18,6 +18,7 @@ import torch
 from fedmtl.aggregators import Aggregator
 from fedmtl.config import TrainConfig
 from fedmtl.federation import Federation
+from fedmtl.grouped import ClientDeltas
 from fedmtl.layers import LayerType
 from fedmtl.schedule import BatchSchedule, make_schedule
 
@@ -174,6 +175,33 @@ class ServerState:
                     delta = params[n].index_select(0, rows).sub_(self.task[n][t])
                     self.agg_task[t].fold(delta.reshape(len(rows), -1), offset)
                     offset += self.task[n][t].numel()
+
+    def fold_deltas(self, clients: torch.Tensor, deltas: ClientDeltas) -> None:
+        """:meth:`fold` for a backend that left the clients' deltas factored (:class:`ClientDeltas`): each
+        factored weight goes to the aggregator as factors where it takes them, materialised where it does not."""
+        offset = 0
+        for n in self.names[LayerType.COMMON]:
+            self._fold_delta(self.agg_common, deltas, n, offset, self.common[n].shape)
+            offset += self.common[n].numel()
+        task_names = self.names[LayerType.TASK]
+        if task_names:
+            tasks = self._task_index[clients.cpu()]
+            for t in tasks.unique().tolist():
+                members = (tasks == t).nonzero().squeeze(1)
+                part = deltas if len(members) == len(clients) else deltas.select(members.to(self.device))
+                offset = 0
+                for n in task_names:
+                    self._fold_delta(self.agg_task[t], part, n, offset, self.task[n][t].shape)
+                    offset += self.task[n][t].numel()
+
+    def _fold_delta(self, agg: Aggregator, deltas: ClientDeltas, name: str, offset: int, shape: torch.Size) -> None:
+        c = deltas.clients
+        if name in deltas.factors and hasattr(agg, "fold_factored"):
+            agg.fold_factored(*deltas.factors[name], offset)
+        elif name in deltas.factors or name in deltas.dense:
+            agg.fold(deltas.materialize(name).reshape(c, -1), offset)
+        else:  # did not move in any phase
+            agg.fold(torch.zeros(c, shape.numel(), device=self.device), offset)
 
     def finish_round(self) -> None:
         """Add each scope's aggregated step to the global layers (after every chunk has been folded)."""

@@ -156,3 +156,18 @@ def test_lockstep_checkpoints_resume_to_the_same_result(tmp_path):
         alone = _sim(p, fed, **c)
         alone.run(progress=False)
         _assert_same(alone, sim)
+
+
+def test_chunks_on_the_grouped_path_train_alone_inside_a_lockstep(monkeypatch):
+    """Fused runs whose chunks pay for the grouped path (forced here: tiny models never do) fold those chunks
+    themselves; a run whose chunks do not (all personal) still trains in the shared call. Same results."""
+    from fedmtl.fused import FusedMLP
+
+    monkeypatch.setattr(FusedMLP, "grouped_max_ratio", float("inf"))
+    grouped = []
+    real = FusedMLP.train_grouped
+    monkeypatch.setattr(FusedMLP, "train_grouped", lambda self, *a, **k: grouped.append(1) or real(self, *a, **k))
+    fed = make_federation()
+    _check([("mtfl", fed, {"backend": "fused", "seed": 0}), ("tasks", fed, {"backend": "fused", "seed": 1}),
+                   ("separate", fed, {"backend": "fused", "seed": 2})])
+    assert grouped  # the grouped path ran, alone and inside the lockstep
