@@ -161,7 +161,12 @@ def _serve(args: argparse.Namespace) -> int:
     for notice in app.notices:
         print(notice, file=sys.stderr)
     stop_on_signals()
-    server = start_server(app, args.host, args.port, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    try:
+        server = start_server(app, args.host, args.port, ssl_certfile=args.ssl_certfile,
+                              ssl_keyfile=args.ssl_keyfile)
+    except BaseException:  # e.g. the port is taken: whoever called main() gets its signals back
+        unblock_stop_signals()
+        raise
     if (early := pending_stop_signal()) is not None:  # Ctrl-C during start-up: it waited until now
         print(f"labeling: stopping on {early.describe()} during start-up", file=sys.stderr, flush=True)
         server.stop()

@@ -66,6 +66,7 @@ def block_stop_signals() -> bool:
 
 
 _NOTED: list[int] = []  # stop signals the handler of ``note_stop_signals`` saw (taken by another thread)
+_PREVIOUS: dict[int, object] = {}  # the handlers ``note_stop_signals`` replaced, put back by ``unblock_stop_signals``
 
 
 def note_stop_signals() -> None:
@@ -74,7 +75,8 @@ def note_stop_signals() -> None:
     if not _in_main_thread():
         return
     for signo in STOP_SIGNALS:
-        signal.signal(signo, lambda signum, frame: _NOTED.append(signum))
+        previous = signal.signal(signo, lambda signum, frame: _NOTED.append(signum))
+        _PREVIOUS.setdefault(signo, previous)
 
 
 def wait_stop_signal(timeout: float) -> StopSignal | None:
@@ -94,9 +96,14 @@ def pending_stop_signal() -> StopSignal | None:
 
 
 def unblock_stop_signals() -> None:
-    """Take any stop signals still pending (a second Ctrl-C during shutdown), then unblock them."""
+    """Take any stop signals still pending (a second Ctrl-C during shutdown), unblock them and put the handlers
+    back that ``note_stop_signals`` replaced (a caller that goes on, such as a test, gets its Ctrl-C back)."""
     if not _in_main_thread():
         return
     while pending_stop_signal() is not None:
         pass
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    for signo, previous in _PREVIOUS.items():
+        signal.signal(signo, previous)
+    _PREVIOUS.clear()
+    _NOTED.clear()

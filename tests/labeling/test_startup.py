@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from labeling.cli import main
 
 STARTS = 30
@@ -151,3 +153,22 @@ def test_a_stop_from_another_process_names_that_process(tmp_path: Path, faces: P
     assert code == 0, log.read_text()[-3000:]
     assert _stops(log) == [f"labeling: stopping on SIGTERM from pid {killer.pid} (sh -c kill -TERM {pid}; sleep 5)"], \
         log.read_text()[-3000:]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # uvicorn: SystemExit, port taken
+def test_a_failed_start_gives_the_caller_its_signals_back(tmp_path: Path, faces: Path, capsys) -> None:
+    """``main(["serve", ...])`` called in-process (as scripts and tests do) whose server cannot start: the stop
+    signals it blocked and the handlers it replaced are the caller's again."""
+    def state() -> tuple:
+        return (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM),
+                signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+    before = state()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code = main(["serve", "--db", str(tmp_path / "db.sqlite"), "--images", str(faces), "--port",
+                     str(taken.getsockname()[1]), "--no-progress", "--no-suggestions"])
+    err = capsys.readouterr().err
+    assert code == 2 and "could not start the server" in err, err
+    assert state() == before
