@@ -7,7 +7,6 @@ and the latency benchmark); ``start_server`` mounts both on one FastAPI app serv
 
 import base64
 import json
-import signal
 import sys
 import threading
 import time
@@ -26,6 +25,13 @@ from labeling.errors import LabelingError
 from labeling.images import Catalog, ImageStage
 from labeling.machine import MachineSuggestions
 from labeling.security import SESSION_PATH, TOKEN_HEADER, TOKEN_SCRIPT, LoginThrottle, RequestGuard, SessionTokens
+from labeling.stopping import (
+    StopSignal,
+    block_stop_signals,
+    note_stop_signals,
+    unblock_stop_signals,
+    wait_stop_signal,
+)
 from labeling.store import LabelStore, validate_annotator
 from labeling.suggest import (
     ActiveLearner,
@@ -607,27 +613,32 @@ def stop_on_signals() -> None:
     """Make Ctrl-C and SIGTERM stop the server even when the parent process left SIGINT ignored or blocked (a
     job started with ``&`` from a script, or a test runner): both would otherwise leave it running forever.
 
-    Call it before ``start_server``: installed after the readiness line (as it once was), a Ctrl-C sent in
-    between was ignored, and the threads the server starts inherited the signal mask of the moment."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    Call it before ``start_server``: the two signals are then blocked in the main thread and in every thread the
+    server starts, and ``serve_forever`` takes them together with their sender (``labeling.stopping``). Installed
+    after the readiness line, as it once was, a Ctrl-C sent in between was ignored."""
+    note_stop_signals()
+    block_stop_signals()
 
 
-def serve_forever(server: Server, app: LabelingApp | None = None) -> None:
-    """Block until Ctrl-C or SIGTERM (or the thread ends), then stop the server and the app's background work."""
+def serve_forever(server: Server, app: LabelingApp | None = None) -> StopSignal | None:
+    """Block until Ctrl-C or SIGTERM (or the thread ends), then stop the server and the app's background work.
+
+    The first line on stderr says which signal stopped the server and which process sent it: seen from its
+    clients, a server stopped from outside is one that drops a just-accepted connection without a reply and then
+    refuses the next, the symptom of issue 11's flaky start-up. Returns that signal (None: the thread ended)."""
     stop_on_signals()
+    main = threading.current_thread() is threading.main_thread()
+    stopped: StopSignal | None = None
     try:
         while server.thread.is_alive():
-            server.thread.join(0.5)
-    except KeyboardInterrupt:
-        server.stop()
+            if not main:
+                server.thread.join(0.5)
+            elif (stopped := wait_stop_signal(0.5)) is not None:
+                print(f"labeling: stopping on {stopped.describe()}", file=sys.stderr, flush=True)
+                break
     finally:
+        server.stop()
         if app is not None:
             app.close()
+        unblock_stop_signals()
+    return stopped

@@ -140,6 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
     from labeling.app import LabelingApp, serve_forever, start_server, stop_on_signals
     from labeling.images import load_catalog
     from labeling.security import is_loopback
+    from labeling.stopping import pending_stop_signal, unblock_stop_signals
     from labeling.store import LabelStore
     from labeling.users import load_users
 
@@ -163,8 +164,14 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         server = start_server(app, args.host, args.port, ssl_certfile=args.ssl_certfile,
                               ssl_keyfile=args.ssl_keyfile)
-    except KeyboardInterrupt:  # Ctrl-C during start-up
+    except BaseException:  # e.g. the port is taken: whoever called main() gets its signals back
+        unblock_stop_signals()
+        raise
+    if (early := pending_stop_signal()) is not None:  # Ctrl-C during start-up: it waited until now
+        print(f"labeling: stopping on {early.describe()} during start-up", file=sys.stderr, flush=True)
+        server.stop()
         app.close()
+        unblock_stop_signals()
         return 130
     print(f"labeling {len(app.ids)} images at {server.url} (Ctrl-C to stop)", flush=True)
     serve_forever(server, app)

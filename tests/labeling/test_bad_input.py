@@ -7,6 +7,7 @@ import re
 import sqlite3
 from pathlib import Path
 
+import httpx
 import pytest
 
 from labeling import DEFAULT_ATTRIBUTES, LabelingError, LabelStore, load_attributes, load_catalog
@@ -161,14 +162,18 @@ def test_cli_serve_lists_corrupt_files_and_serves(tmp_path: Path, faces: Path) -
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    failed = None
     try:
         line = proc.stdout.readline()
         assert line.startswith("labeling 20 images at http://127.0.0.1:"), line + proc.stderr.read()
         url = line.split(" at ")[1].split()[0]
         with api_session(url, timeout=60) as http:  # the first connection is answered (tests/labeling/test_startup.py)
-            assert http.get("/labeling/api/next").json()["progress"] == {"mine": 0, "everyone": 0, "total": 20}
-            assert http.post("/labeling/api/save", json={"item_id": "seed0000005", "labels": {"glasses": 1}}
-                             ).status_code == 200
+            try:
+                assert http.get("/labeling/api/next").json()["progress"] == {"mine": 0, "everyone": 0, "total": 20}
+                assert http.post("/labeling/api/save", json={"item_id": "seed0000005", "labels": {"glasses": 1}}
+                                 ).status_code == 200
+            except httpx.HTTPError as exc:  # the server's side too: a stopped server names who stopped it
+                failed = f"{type(exc).__name__}: {exc}; serve still running: {proc.poll() is None}"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -176,7 +181,10 @@ def test_cli_serve_lists_corrupt_files_and_serves(tmp_path: Path, faces: Path) -
         except subprocess.TimeoutExpired:
             proc.kill()
             raise AssertionError(f"serve ignored SIGINT for 90 s ({inherited})") from None
+    assert failed is None, f"{failed}; exit status {proc.returncode}; stderr:\n{err[-3000:]}"
     assert proc.returncode == 0
+    stops = [x.partition(" (")[0] for x in err.splitlines() if x.startswith("labeling: stopping on ")]
+    assert stops == [f"labeling: stopping on SIGINT from pid {os.getpid()}"], err[-3000:]
     assert "skipped broken.png: " in err and "skipped cut.png: " in err
     assert LabelStore(tmp_path / "db.sqlite").current("seed0000005", "cli") == {"glasses": 1}
 
