@@ -20,6 +20,8 @@ beyond the networks' own operators.
 from __future__ import annotations
 
 import io
+import multiprocessing
+import os
 import threading
 from collections.abc import Sequence
 
@@ -28,7 +30,8 @@ from tqdm.auto import tqdm
 
 from fedmtl.errors import DatasetError, FedMTLError
 
-__all__ = ["MODEL", "DIM", "LAYERS", "PARTS", "MissingModelFileError", "check_model_files", "face_vector", "extract"]
+__all__ = ["MODEL", "DIM", "LAYERS", "PARTS", "MissingModelFileError", "check_model_files", "face_vector", "extract",
+           "part_weights"]
 
 MODEL = "CydralDlib"
 # (onnx file, chip size, inner outputs used); the chips are built as labeling.sources.agegender builds them.
@@ -45,6 +48,21 @@ PARTS: dict[str, slice] = {name: slice(int(a), int(b)) for name, a, b in
                              zip(_WIDTHS, _EDGES[:-1], _EDGES[1:], strict=True)}
 DIM = int(_EDGES[-1])
 _GROUPS = ("geometry", "cues", "embedding")
+
+
+def part_weights() -> np.ndarray:
+    """Per column, the factor that gives every part the same total variance once columns are z-scored.
+
+    Z-scoring column by column lets a part weigh in proportion to its width: the 256 pooled conv numbers would
+    count 85 times as much as the three mouth/nose cues. Scaled by 1/sqrt(width) (times a constant that keeps the
+    total variance at ``DIM``), each of the six parts counts the same. Measured on the 1,000-face default dataset
+    (its machine labels, 800 train / 200 test, a 795-256-128-64-1 head, 20 epochs of SGD at batch 16): gender
+    91.0 -> 97.2, pose 93.5 -> 98.0, teeth 93.5 -> 95.8, glasses 96.5 -> 96.5 (README, "The default face suite").
+    """
+    weights = np.empty(DIM, dtype=np.float32)
+    for cols in PARTS.values():
+        weights[cols] = 1.0 / np.sqrt(cols.stop - cols.start)
+    return weights * np.float32(np.sqrt(DIM / float((weights**2).sum())))
 _SESSIONS: dict[str, object] = {}
 _LOCK = threading.Lock()
 
@@ -125,16 +143,46 @@ def face_vector(data: bytes, name: str = "image") -> tuple[np.ndarray, bool]:
     return vector.astype(np.float32), bool(face.found)
 
 
+PARALLEL_MIN = 64  # fewer images than this are done in-process: starting a worker costs about a second
+
+
+def _vector_of(job: tuple[bytes, str]) -> tuple[np.ndarray, bool]:
+    return face_vector(*job)
+
+
 def extract(images: Sequence[bytes], *, names: Sequence[str] = (), progress: bool = True,
-            desc: str = "features") -> tuple[np.ndarray, int]:
-    """Features [N, DIM] of encoded images and how many faces the detector found (the rest used the fixed box)."""
+            desc: str = "features", workers: int | None = None) -> tuple[np.ndarray, int]:
+    """Features [N, DIM] of encoded images and how many faces the detector found (the rest used the fixed box).
+
+    Each image's vector depends on that image only, so ``workers`` processes (default: one per core; 1 = in this
+    process) give the same array, in the same order, in a fraction of the time: the build of the default dataset
+    is the larger part of the default face suite.
+    """
     check_model_files()
+    jobs = [(data, names[i] if names else f"image {i}") for i, data in enumerate(images)]
+    n_workers = 1 if len(jobs) < PARALLEL_MIN else max(1, workers or os.cpu_count() or 1)
     rows: list[np.ndarray] = []
     found = 0
-    for i, data in enumerate(tqdm(images, desc=desc, unit="img", disable=not progress)):
-        vector, hit = face_vector(data, names[i] if names else f"image {i}")
-        rows.append(vector)
-        found += hit
+    pool = None
+    bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress)
+    try:
+        if n_workers == 1:
+            results = map(_vector_of, jobs)
+        else:  # spawn: the workers import only what a face needs, never a forked copy of torch's thread pools
+            pool = multiprocessing.get_context("spawn").Pool(n_workers)
+            results = pool.imap(_vector_of, jobs, chunksize=8)
+        for vector, hit in results:
+            rows.append(vector)
+            found += hit
+            bar.update(1)
+        if pool is not None:
+            pool.close()
+            pool.join()
+            pool = None
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
     if not rows:
         raise DatasetError("feature extraction: the dataset has no images")
     return np.stack(rows), found

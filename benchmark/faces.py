@@ -6,8 +6,11 @@ The centralised cases train on the whole training split with every label it has 
 every case is scored on the same test images: each client's test share, on its group's attribute.
 
 Model. Frozen pre-trained layers (deepface, features cached by :mod:`benchmark.features`, standardised with
-training-split statistics) feed the paper's head ``d -> 4096 -> 2048 -> 1024 -> 1`` (sigmoid, BCE; one output
-per task for ``centralized_joint``, missing labels masked), plain SGD at batch 16.
+training-split statistics; the parts of ``CydralDlib`` weighted equally, :func:`benchmark.face_parts.part_weights`)
+feed the paper's head ``d -> 4096 -> 2048 -> 1024 -> 1`` (sigmoid, BCE; one output per task for
+``centralized_joint``, missing labels masked), plain SGD at batch 16. Without ``--dataset`` the suite runs
+:data:`DEFAULT_SETUP` instead: a smaller head for the 795 default features and training settings chosen by
+measurement for a 15-minute default run.
 
 Regimes. ``centralized_separate`` (one model per task, pooled), ``centralized_joint`` (one model, T outputs,
 pooled), ``local`` (each client alone), ``fedavg_per_task`` (every layer task-specific: T separate federations)
@@ -33,7 +36,7 @@ from fedmtl.errors import ConfigError, DatasetError
 
 __all__ = [
     "FACE_REGIMES", "PAPER_REGIMES", "DEFAULT_TRAIN", "DEFAULT_OVERRIDES", "HIDDEN", "FaceSuiteConfig", "FaceData",
-    "get_face_regimes", "build_face_data", "face_workload",
+    "DefaultSetup", "DEFAULT_SETUP", "get_face_regimes", "build_face_data", "face_workload",
 ]
 
 HIDDEN = (4096, 2048, 1024)
@@ -48,6 +51,33 @@ DEFAULT_OVERRIDES: dict[str, dict[str, Any]] = {
     "centralized_separate": {"local_epochs": 1},
     "centralized_joint": {"local_epochs": 1},
 }
+
+
+
+@dataclass(frozen=True)
+class DefaultSetup:
+    """Everything ``python -m benchmark --suite faces`` decides when given no ``--dataset``: the default dataset's
+    size and label policy, the clients, the head and the training settings. ``--size``, ``--clients``,
+    ``--hidden``, ``--rounds`` and ``--config`` still override each; ``--dataset`` runs use the paper's
+    :data:`HIDDEN`, :data:`DEFAULT_TRAIN` and :data:`DEFAULT_OVERRIDES` instead."""
+
+    size: int  # faces generated (seeds benchmark.datasets.default_faces.FIRST_SEED ...)
+    min_confidence: float  # export policy: a machine label less sure than this is left unlabelled (masked)
+    clients: int  # dealt into one group per task, as the paper's 100 in 5 groups
+    hidden: tuple[int, ...]
+    train: TrainConfig
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per regime, as DEFAULT_OVERRIDES
+
+
+# Chosen by measurement on the default dataset (README, "The default face suite"); placeholder until measured.
+DEFAULT_SETUP = DefaultSetup(
+    size=1000,
+    min_confidence=0.6,
+    clients=100,
+    hidden=(256, 128, 64),
+    train=DEFAULT_TRAIN.replace(rounds=20, local_epochs=5, lr=0.05),
+    overrides={"centralized_separate": {"local_epochs": 1}, "centralized_joint": {"local_epochs": 1}},
+)
 
 PAPER_REGIMES: dict[str, Regime] = {
     r.name: r
@@ -178,11 +208,23 @@ def _deal(n: int, clients: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [np.sort(part) for part in np.array_split(rng.permutation(n), clients)]
 
 
-def _standardize(train: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
+def _standardize(train: np.ndarray, *others: np.ndarray, weights: np.ndarray | None = None) -> list[torch.Tensor]:
+    """Z-scored with the training split's statistics, then each column times its weight (if any)."""
     mean = train.mean(0, keepdims=True)
     std = train.std(0, keepdims=True)
     std[std < 1e-8] = 1.0
-    return [torch.from_numpy(((a - mean) / std).astype(np.float32)) for a in (train, *others)]
+    scale = (1.0 / std) if weights is None else (weights.reshape(1, -1) / std)
+    return [torch.from_numpy(((a - mean) * scale).astype(np.float32)) for a in (train, *others)]
+
+
+def _column_weights(features: Any) -> np.ndarray | None:
+    """``CydralDlib`` concatenates six parts of very different widths: weight them equally (measured)."""
+    from benchmark.face_parts import DIM, MODEL, part_weights
+
+    meta = getattr(features, "meta", None) or {}
+    if meta.get("model") == MODEL and features.features["train"].shape[1] == DIM:
+        return part_weights()
+    return None
 
 
 def build_face_data(dataset: Any, features: Any, config: FaceSuiteConfig, *, validation: bool = False,
@@ -205,7 +247,8 @@ def build_face_data(dataset: Any, features: Any, config: FaceSuiteConfig, *, val
                                f"{features.path} and run again")
     cols = [dataset.tasks.index(t) for t in tasks]
     labels = {s: dataset.splits[s].labels[:, cols] for s in ("train", "test")}
-    x_train, x_test = _standardize(features.features["train"], features.features["test"])
+    x_train, x_test = _standardize(features.features["train"], features.features["test"],
+                                   weights=_column_weights(features))
     y_train = torch.from_numpy(np.where(labels["train"] >= 0, labels["train"], np.nan).astype(np.float32))
     y_test = torch.from_numpy(np.where(labels["test"] >= 0, labels["test"], np.nan).astype(np.float32))
     rng = np.random.default_rng(config.split_seed)
