@@ -20,8 +20,6 @@ beyond the networks' own operators.
 from __future__ import annotations
 
 import io
-import multiprocessing
-import os
 import threading
 from collections.abc import Sequence
 
@@ -143,46 +141,16 @@ def face_vector(data: bytes, name: str = "image") -> tuple[np.ndarray, bool]:
     return vector.astype(np.float32), bool(face.found)
 
 
-PARALLEL_MIN = 64  # fewer images than this are done in-process: starting a worker costs about a second
-
-
-def _vector_of(job: tuple[bytes, str]) -> tuple[np.ndarray, bool]:
-    return face_vector(*job)
-
-
 def extract(images: Sequence[bytes], *, names: Sequence[str] = (), progress: bool = True,
-            desc: str = "features", workers: int | None = None) -> tuple[np.ndarray, int]:
-    """Features [N, DIM] of encoded images and how many faces the detector found (the rest used the fixed box).
-
-    Each image's vector depends on that image only, so ``workers`` processes (default: one per core; 1 = in this
-    process) give the same array, in the same order, in a fraction of the time: the build of the default dataset
-    is the larger part of the default face suite.
-    """
+            desc: str = "features") -> tuple[np.ndarray, int]:
+    """Features [N, DIM] of encoded images and how many faces the detector found (the rest used the fixed box)."""
     check_model_files()
-    jobs = [(data, names[i] if names else f"image {i}") for i, data in enumerate(images)]
-    n_workers = 1 if len(jobs) < PARALLEL_MIN else max(1, workers or os.cpu_count() or 1)
     rows: list[np.ndarray] = []
     found = 0
-    pool = None
-    bar = tqdm(total=len(jobs), desc=desc, unit="img", disable=not progress)
-    try:
-        if n_workers == 1:
-            results = map(_vector_of, jobs)
-        else:  # spawn: the workers import only what a face needs, never a forked copy of torch's thread pools
-            pool = multiprocessing.get_context("spawn").Pool(n_workers)
-            results = pool.imap(_vector_of, jobs, chunksize=8)
-        for vector, hit in results:
-            rows.append(vector)
-            found += hit
-            bar.update(1)
-        if pool is not None:
-            pool.close()
-            pool.join()
-            pool = None
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
+    for i, data in enumerate(tqdm(images, desc=desc, unit="img", disable=not progress)):
+        vector, hit = face_vector(data, names[i] if names else f"image {i}")
+        rows.append(vector)
+        found += hit
     if not rows:
         raise DatasetError("feature extraction: the dataset has no images")
     return np.stack(rows), found

@@ -24,8 +24,9 @@ from benchmark.faces import (
     build_face_data,
     face_workload,
 )
+from benchmark.memory import available_memory
 from benchmark.regimes import Regime
-from benchmark.runner import RegimeSummary, layer_spec
+from benchmark.runner import RegimeSummary, jobs_within, layer_spec
 from benchmark.suite import Workload
 from benchmark.suite_base import SuiteBase
 from fedmtl import TrainConfig, mlp, partition
@@ -153,18 +154,24 @@ class FaceSuite(SuiteBase):
             loaded[key] = (dataset, features, extractor)
         return loaded[key]
 
-    def workload(self, args: argparse.Namespace, train: TrainConfig, regimes: Sequence[Regime], *,
-                 validation: bool = False, progress: bool = True) -> Workload:
+    def settings(self, args: argparse.Namespace, train: TrainConfig, regimes: Sequence[Regime]) -> FaceSuiteConfig:
+        """Clients, head and training settings: the paper's with ``--dataset``, :data:`DEFAULT_SETUP`'s (measured
+        for the default dataset) without; flags override either."""
         hidden = self._check(args, regimes)
-        default = not args.dataset  # the default dataset: DEFAULT_SETUP's measured settings unless flags say
+        default = not args.dataset
         if default:
             train = default_setup_train(args, train)
-        if args.threads is None:
+        if args.threads is None and train.threads is None:
             train = train.replace(threads=os.cpu_count() or 1)
         # as for HAR, a config file states the training settings itself: the per-regime defaults step aside
         overrides = {} if args.config else dict(DEFAULT_SETUP.overrides if default else DEFAULT_OVERRIDES)
         clients = args.clients if args.clients is not None else (DEFAULT_SETUP.clients if default else 100)
-        config = FaceSuiteConfig(clients=clients, tasks=args.tasks, hidden=hidden, train=train, overrides=overrides)
+        return FaceSuiteConfig(clients=clients, tasks=args.tasks, hidden=hidden, train=train, overrides=overrides)
+
+    def workload(self, args: argparse.Namespace, train: TrainConfig, regimes: Sequence[Regime], *,
+                 validation: bool = False, progress: bool = True) -> Workload:
+        config = self.settings(args, train, regimes)
+        train = config.train
         dataset, features, extractor = self._load(args, train.resolved_device().type, progress)
         info = {"data": dataset.source, "images": {s: len(v.sample_ids) for s, v in dataset.splits.items()},
                 "model": extractor.model, "detector": extractor.detector, "features_cached": features.cached}
@@ -183,6 +190,18 @@ class FaceSuite(SuiteBase):
         epochs = args.grid_epochs if federated else args.grid_epochs[:1]
         return [{"lr": float(lr), "local_epochs": int(e), "clients_per_task": k}
                 for lr in lrs for e in epochs for k in actives]
+
+    def train(self, args: argparse.Namespace, workload: Workload, regimes: Sequence[Regime], seeds: Sequence[int], *,
+              jobs: int, progress: bool) -> list[RegimeSummary]:
+        """As every suite, with :data:`DEFAULT_SETUP`'s runs side by side on the default dataset unless ``--jobs``
+        says otherwise (its small head leaves a core idle in one run; the memory budget still caps them)."""
+        if not args.dataset and args.jobs is None and DEFAULT_SETUP.jobs != jobs:
+            budget = args.memory_budget if args.memory_budget is not None else available_memory()
+            jobs = jobs_within(DEFAULT_SETUP.jobs, workload.data.run_bytes(), budget)
+            if args.memory_budget is not None:
+                base = workload.base.replace(memory_budget=args.memory_budget // jobs)
+                workload = dataclasses.replace(workload, base=base)
+        return super().train(args, workload, regimes, seeds, jobs=jobs, progress=progress)
 
     def leaderboard(self, summaries: Sequence[RegimeSummary], meta: dict[str, Any]) -> tuple[str, dict[str, bytes]]:
         return face_markdown(self.name, summaries, meta), face_files(self.name, summaries, meta)
