@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from fedmtl.errors import DatasetError, FedMTLError
 
-__all__ = ["MODEL", "DIM", "LAYERS", "PARTS", "MissingModelFileError", "check_model_files", "face_vector", "extract"]
+__all__ = ["MODEL", "DIM", "LAYERS", "PARTS", "MissingModelFileError", "check_model_files", "face_vector", "extract",
+           "part_weights"]
 
 MODEL = "CydralDlib"
 # (onnx file, chip size, inner outputs used); the chips are built as labeling.sources.agegender builds them.
@@ -45,6 +46,21 @@ PARTS: dict[str, slice] = {name: slice(int(a), int(b)) for name, a, b in
                              zip(_WIDTHS, _EDGES[:-1], _EDGES[1:], strict=True)}
 DIM = int(_EDGES[-1])
 _GROUPS = ("geometry", "cues", "embedding")
+
+
+def part_weights() -> np.ndarray:
+    """Per column, the factor that gives every part the same total variance once columns are z-scored.
+
+    Z-scoring column by column lets a part weigh in proportion to its width: the 256 pooled conv numbers would
+    count 85 times as much as the three mouth/nose cues. Scaled by 1/sqrt(width) (times a constant that keeps the
+    total variance at ``DIM``), each of the six parts counts the same. Measured on the 1,000-face default dataset
+    (its machine labels, 800 train / 200 test, a 795-256-128-64-1 head, 20 epochs of SGD at batch 16): gender
+    91.0 -> 97.2, pose 93.5 -> 98.0, teeth 93.5 -> 95.8, glasses 96.5 -> 96.5 (README, "The default face suite").
+    """
+    weights = np.empty(DIM, dtype=np.float32)
+    for cols in PARTS.values():
+        weights[cols] = 1.0 / np.sqrt(cols.stop - cols.start)
+    return weights * np.float32(np.sqrt(DIM / float((weights**2).sum())))
 _SESSIONS: dict[str, object] = {}
 _LOCK = threading.Lock()
 

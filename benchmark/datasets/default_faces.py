@@ -7,8 +7,12 @@ folder per (size, generator, labelling sources) under ``<cache>/default-faces/``
    ``FIRST_SEED ..``; a killed run keeps the finished PNGs (``generation.generate``).
 2. ``labels.sqlite``: machine labels for all five attributes (``labeling.autolabel``: one transaction per batch,
    a rerun skips the faces already labelled).
-3. ``export/``: the ``DatasetDict`` with its card (``labeling.export``), written under another name and renamed
-   when complete: it existing means the dataset is finished, and a later call only returns its path.
+3. ``export/``: the ``DatasetDict`` with its card (``labeling.export``, with ``min_confidence``: a machine label
+   whose own calibrated confidence is below it is left unlabelled, so the task masks it), written under another
+   name and renamed when complete: it existing means the dataset is finished, and a later call only returns its
+   path.
+
+Size and label policy come from :data:`benchmark.faces.DEFAULT_SETUP` (with the suite's other measured defaults).
 
 ``cache_dir`` only says where these folders go; the generator and the labelling models come from their own
 caches (``$FEDMTL_CACHE``). The seeds start far above the hand-labelled faces (seeds 0-339, ``data/labels``), so
@@ -25,14 +29,16 @@ import shutil
 from pathlib import Path
 
 from benchmark.face_parts import MODEL as FACE_PARTS_MODEL
+from benchmark.faces import DEFAULT_SETUP
 from fedmtl.errors import ConfigError
 from fedmtl.files import atomic_write, cache_root
 
-__all__ = ["MODEL", "DEFAULT_SIZE", "PAPER_SIZE", "FIRST_SEED", "TEST_FRACTION", "build_default_faces",
-           "default_faces_dir"]
+__all__ = ["MODEL", "DEFAULT_SIZE", "PAPER_SIZE", "FIRST_SEED", "TEST_FRACTION", "MIN_CONFIDENCE",
+           "build_default_faces", "default_faces_dir"]
 
 MODEL = FACE_PARTS_MODEL  # the pre-trained layers the suite uses on this dataset unless --model says otherwise
-DEFAULT_SIZE = 1000  # build ~0.3 CPU-s per face (README, "The default dataset"); 40 test faces per task
+DEFAULT_SIZE = DEFAULT_SETUP.size
+MIN_CONFIDENCE = DEFAULT_SETUP.min_confidence
 PAPER_SIZE = 13_792  # the paper's generated faces (section V)
 FIRST_SEED = 1_000_000
 TEST_FRACTION = 0.2
@@ -50,13 +56,15 @@ def _sources() -> dict[str, str]:
 
 def default_faces_dir(size: int | None = None, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The folder of the default dataset of ``size`` faces: its name changes with anything that changes its data
-    (size, seeds, generator weights, labelling sources and their versions)."""
+    (size, seeds, generator weights, labelling sources and their versions, the export's confidence floor)."""
     from generation.zoo import ZOO
 
     n = DEFAULT_SIZE if size is None else size
     entry = ZOO[NETWORK]
     key = {"version": VERSION, "size": n, "first_seed": FIRST_SEED, "network": NETWORK,
            "weights": entry.member_sha256 or entry.sha256, "sources": _sources(), "test_fraction": TEST_FRACTION}
+    if MIN_CONFIDENCE:  # absent when 0, so datasets built before the floor existed keep their folder
+        key["min_confidence"] = MIN_CONFIDENCE
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     return root / "default-faces" / f"n{n}-{digest}"
@@ -80,6 +88,9 @@ def _notes(sources: dict[str, str], accuracy: dict | None) -> list[str]:
     made = "; ".join(f"{', '.join(attrs)} by {source}" for source, attrs in by_source.items())
     notes = [f"Labels are machine-made, not checked by people ({made}); scores measure agreement with those "
              "labels, not with the truth."]
+    if MIN_CONFIDENCE:
+        notes.append(f"A machine label whose calibrated confidence is below {MIN_CONFIDENCE:g} is left unlabelled "
+                     "(masked in training and scoring).")
     if accuracy:
         figures = ", ".join(f"{r['attribute']} {r['accuracy']:.1%} (majority class {r['baseline']:.1%})"
                             for r in accuracy["rows"] if r.get("accuracy") is not None)
@@ -128,7 +139,7 @@ def build_default_faces(*, size: int | None = None, cache_dir: str | None = None
     sources = _sources()
     accuracy = _accuracy(sources)
     export_dataset(store, load_catalog(images, progress=progress), staging, test_fraction=TEST_FRACTION, seed=0,
-                   progress=progress, accuracy=accuracy)
+                   progress=progress, accuracy=accuracy, min_confidence=MIN_CONFIDENCE)
     _add_notes(staging / "README.md", _notes(sources, accuracy))
     shutil.rmtree(out, ignore_errors=True)  # only an incomplete one can be here (no dataset_dict.json)
     os.rename(staging, out)

@@ -7,6 +7,7 @@ default one is built once and cached); features are extracted (or read from the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from benchmark.face_leaderboard import face_files, face_markdown
 from benchmark.faces import (
     DEFAULT_OVERRIDES,
+    DEFAULT_SETUP,
     DEFAULT_TRAIN,
     FACE_REGIMES,
     HIDDEN,
@@ -22,11 +24,13 @@ from benchmark.faces import (
     build_face_data,
     face_workload,
 )
+from benchmark.memory import available_memory
 from benchmark.regimes import Regime
-from benchmark.runner import RegimeSummary, layer_spec
+from benchmark.runner import RegimeSummary, jobs_within, layer_spec
 from benchmark.suite import Workload
 from benchmark.suite_base import SuiteBase
 from fedmtl import TrainConfig, mlp, partition
+from fedmtl.config import load_config
 from fedmtl.errors import ConfigError
 
 __all__ = ["FaceSuite", "SUITE", "FACE_GRID_LRS", "FACE_GRID_EPOCHS", "FACE_GRID_ACTIVE"]
@@ -48,6 +52,22 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def default_setup_train(args: argparse.Namespace, train: TrainConfig) -> TrainConfig:
+    """The default dataset's training settings (:data:`DEFAULT_SETUP`) with what the command line changed.
+
+    ``train`` is :data:`DEFAULT_TRAIN` after the config file and the flags; every field they changed is kept, every
+    other one comes from the setup (a ``--config`` file's values win over both, as they do over the paper's)."""
+    flags_base = load_config(args.config, base=DEFAULT_TRAIN) if args.config else DEFAULT_TRAIN
+    ours = load_config(args.config, base=DEFAULT_SETUP.train) if args.config else DEFAULT_SETUP.train
+    changed = {f.name: getattr(train, f.name) for f in dataclasses.fields(TrainConfig)
+               if getattr(train, f.name) != getattr(flags_base, f.name)}
+    if args.rounds or args.quick:  # said on the command line, even when equal to the paper's default
+        changed["rounds"] = train.rounds
+    if args.quick:
+        changed["local_epochs"] = train.local_epochs
+    return ours.replace(**changed)
 
 
 def _active(values: Sequence[str], group_size: int) -> list[int | str]:
@@ -77,17 +97,21 @@ class FaceSuite(SuiteBase):
                            help="a `labeling export` folder (or Parquet shards, or a Hub dataset id); default: "
                                 "the generated, machine-labelled default dataset, built once and cached")
         group.add_argument("--size", type=int, metavar="N",
-                           help="faces in the default dataset (no --dataset); the paper's: 13792")
+                           help=f"faces in the default dataset (no --dataset; default {DEFAULT_SETUP.size}); the "
+                                "paper's: 13792")
         group.add_argument("--model", default=None, help="deepface model for the pre-trained layers (default: Dlib, "
                                                          "offline; the paper's: VGG-Face)")
         group.add_argument("--detector", default=None,
                            help="deepface detector (default: skip = images are aligned crops; opencv, dlib...)")
         group.add_argument("--enforce-detection", action="store_true",
                            help="fail on an image without a detected face (default: use the whole image)")
-        group.add_argument("--clients", type=int, default=100,
-                           help="clients (default 100), dealt into one group per task")
+        group.add_argument("--clients", type=int, default=None,
+                           help=f"clients, dealt into one group per task (default 100; on the default dataset "
+                                f"{DEFAULT_SETUP.clients})")
         group.add_argument("--tasks", type=_names, help="comma list of attributes (default: all of the dataset's)")
-        group.add_argument("--hidden", type=_ints, help="hidden widths of the head (default 4096,2048,1024)")
+        group.add_argument("--hidden", type=_ints,
+                           help="hidden widths of the head (default: the paper's 4096,2048,1024; on the default "
+                                f"dataset {','.join(map(str, DEFAULT_SETUP.hidden))}, measured)")
         group.add_argument("--cache-dir", metavar="DIR", help="feature cache and DEEPFACE_HOME root "
                                                               "(default: $FEDMTL_CACHE or ~/.cache/fedmtl)")
         group.add_argument("--grid-epochs", type=_ints, default=FACE_GRID_EPOCHS, help="local epochs for --grid")
@@ -95,13 +119,13 @@ class FaceSuite(SuiteBase):
                            help="active clients per task group per round for --grid ('all' or integers)")
 
     def _check(self, args: argparse.Namespace, regimes: Sequence[Regime]) -> tuple[int, ...]:
-        if args.clients < 1:
+        if args.clients is not None and args.clients < 1:
             raise ConfigError(f"--clients must be >= 1, got {args.clients}")
         if args.size is not None and args.dataset:
             raise ConfigError("--size sets the size of the default dataset; it does not apply with --dataset")
         if args.size is not None and args.size < 1:
             raise ConfigError(f"--size must be >= 1, got {args.size}")
-        hidden = tuple(args.hidden or HIDDEN)
+        hidden = tuple(args.hidden or (HIDDEN if args.dataset else DEFAULT_SETUP.hidden))
         for regime in regimes:  # fail before building or extracting anything
             partition(mlp([2, *hidden, 1]), layer_spec(regime, len(hidden) + 1))
         return hidden
@@ -130,14 +154,24 @@ class FaceSuite(SuiteBase):
             loaded[key] = (dataset, features, extractor)
         return loaded[key]
 
-    def workload(self, args: argparse.Namespace, train: TrainConfig, regimes: Sequence[Regime], *,
-                 validation: bool = False, progress: bool = True) -> Workload:
+    def settings(self, args: argparse.Namespace, train: TrainConfig, regimes: Sequence[Regime]) -> FaceSuiteConfig:
+        """Clients, head and training settings: the paper's with ``--dataset``, :data:`DEFAULT_SETUP`'s (measured
+        for the default dataset) without; flags override either."""
         hidden = self._check(args, regimes)
-        if args.threads is None:
+        default = not args.dataset
+        if default:
+            train = default_setup_train(args, train)
+        if args.threads is None and train.threads is None:
             train = train.replace(threads=os.cpu_count() or 1)
         # as for HAR, a config file states the training settings itself: the per-regime defaults step aside
-        config = FaceSuiteConfig(clients=args.clients, tasks=args.tasks, hidden=hidden, train=train,
-                                 overrides={} if args.config else dict(DEFAULT_OVERRIDES))
+        overrides = {} if args.config else dict(DEFAULT_SETUP.overrides if default else DEFAULT_OVERRIDES)
+        clients = args.clients if args.clients is not None else (DEFAULT_SETUP.clients if default else 100)
+        return FaceSuiteConfig(clients=clients, tasks=args.tasks, hidden=hidden, train=train, overrides=overrides)
+
+    def workload(self, args: argparse.Namespace, train: TrainConfig, regimes: Sequence[Regime], *,
+                 validation: bool = False, progress: bool = True) -> Workload:
+        config = self.settings(args, train, regimes)
+        train = config.train
         dataset, features, extractor = self._load(args, train.resolved_device().type, progress)
         info = {"data": dataset.source, "images": {s: len(v.sample_ids) for s, v in dataset.splits.items()},
                 "model": extractor.model, "detector": extractor.detector, "features_cached": features.cached}
@@ -156,6 +190,18 @@ class FaceSuite(SuiteBase):
         epochs = args.grid_epochs if federated else args.grid_epochs[:1]
         return [{"lr": float(lr), "local_epochs": int(e), "clients_per_task": k}
                 for lr in lrs for e in epochs for k in actives]
+
+    def train(self, args: argparse.Namespace, workload: Workload, regimes: Sequence[Regime], seeds: Sequence[int], *,
+              jobs: int, progress: bool) -> list[RegimeSummary]:
+        """As every suite, with :data:`DEFAULT_SETUP`'s runs side by side on the default dataset unless ``--jobs``
+        says otherwise (its small head leaves a core idle in one run; the memory budget still caps them)."""
+        if not args.dataset and args.jobs is None and DEFAULT_SETUP.jobs != jobs:
+            budget = args.memory_budget if args.memory_budget is not None else available_memory()
+            jobs = jobs_within(DEFAULT_SETUP.jobs, workload.data.run_bytes(), budget)
+            if args.memory_budget is not None:
+                base = workload.base.replace(memory_budget=args.memory_budget // jobs)
+                workload = dataclasses.replace(workload, base=base)
+        return super().train(args, workload, regimes, seeds, jobs=jobs, progress=progress)
 
     def leaderboard(self, summaries: Sequence[RegimeSummary], meta: dict[str, Any]) -> tuple[str, dict[str, bytes]]:
         return face_markdown(self.name, summaries, meta), face_files(self.name, summaries, meta)
