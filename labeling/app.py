@@ -7,6 +7,7 @@ and the latency benchmark); ``start_server`` mounts both on one FastAPI app serv
 
 import base64
 import json
+import socket
 import sys
 import threading
 import time
@@ -579,14 +580,20 @@ def start_server(app: LabelingApp, host: str = "127.0.0.1", port: int = 7860, *,
                             timeout_graceful_shutdown=1, ws="none", ssl_certfile=ssl_certfile,
                             ssl_keyfile=ssl_keyfile)
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="labeling-server", daemon=True)
+    try:  # bound here, not in the server's thread: a taken port is this caller's one-line error
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                    backlog=2048)
+    except OSError as exc:
+        raise LabelingError(f"could not start the server on {host}:{port} ({exc.strerror or exc})") from None
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="labeling-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise LabelingError(f"could not start the server on {host}:{port} (port in use or not allowed?)")
+            sock.close()
+            raise LabelingError(f"could not start the server on {host}:{port} (it stopped during start-up)")
         time.sleep(0.02)
-    bound = guard.port = server.servers[0].sockets[0].getsockname()[1]
+    bound = guard.port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     scheme = "https" if ssl_certfile else "http"
     running = Server(f"{scheme}://{shown}:{bound}", server, thread)
@@ -625,7 +632,8 @@ def serve_forever(server: Server, app: LabelingApp | None = None) -> StopSignal 
 
     The first line on stderr says which signal stopped the server and which process sent it: seen from its
     clients, a server stopped from outside is one that drops a just-accepted connection without a reply and then
-    refuses the next, the symptom of issue 11's flaky start-up. Returns that signal (None: the thread ended)."""
+    refuses the next, the symptom of issue 11's dropped first connection. Returns that signal (None: the thread
+    ended)."""
     stop_on_signals()
     main = threading.current_thread() is threading.main_thread()
     stopped: StopSignal | None = None

@@ -10,10 +10,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fedmtl.cliargs import OneLineParser
 from labeling.attributes import load_attributes
 from labeling.errors import LabelingError
+
+if TYPE_CHECKING:
+    from labeling.app import LabelingApp, Server
 
 __all__ = ["main", "build_parser"]
 
@@ -136,11 +140,11 @@ def _check_tls(args: argparse.Namespace) -> None:
                             f"certificate and its private key in PEM ({exc})") from None
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from labeling.app import LabelingApp, serve_forever, start_server, stop_on_signals
+def _start_serving(args: argparse.Namespace) -> tuple[Server, LabelingApp]:
+    """The app and its running server (the stop signals are already blocked)."""
+    from labeling.app import LabelingApp, start_server
     from labeling.images import load_catalog
     from labeling.security import is_loopback
-    from labeling.stopping import pending_stop_signal, unblock_stop_signals
     from labeling.store import LabelStore
     from labeling.users import load_users
 
@@ -160,11 +164,25 @@ def _serve(args: argparse.Namespace) -> int:
                       suggestions=not args.no_suggestions, progress=not args.no_progress)
     for notice in app.notices:
         print(notice, file=sys.stderr)
-    stop_on_signals()
     try:
         server = start_server(app, args.host, args.port, ssl_certfile=args.ssl_certfile,
                               ssl_keyfile=args.ssl_keyfile)
-    except BaseException:  # e.g. the port is taken: whoever called main() gets its signals back
+    except BaseException:
+        app.close()
+        raise
+    return server, app
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from labeling.stopping import block_stop_signals, note_stop_signals, pending_stop_signal, unblock_stop_signals
+
+    # First, before anything below can start a thread (imports, the app's workers, the server): every thread
+    # inherits the blocked mask, so a stop signal always waits for the main thread, which learns its sender.
+    note_stop_signals()
+    block_stop_signals()
+    try:
+        server, app = _start_serving(args)
+    except BaseException:  # a bad input or a taken port: whoever called main() gets its signals back
         unblock_stop_signals()
         raise
     if (early := pending_stop_signal()) is not None:  # Ctrl-C during start-up: it waited until now
@@ -173,6 +191,8 @@ def _serve(args: argparse.Namespace) -> int:
         app.close()
         unblock_stop_signals()
         return 130
+    from labeling.app import serve_forever
+
     print(f"labeling {len(app.ids)} images at {server.url} (Ctrl-C to stop)", flush=True)
     serve_forever(server, app)
     return 0

@@ -2,15 +2,16 @@
 
 A server stopped from outside looks, from its clients, like a server that dropped their connections: an idle or
 just-accepted connection is closed without a reply ("Server disconnected without sending a response") and the next
-one is refused. That is what the flaky `labeling serve` start-up of issue 11 looked like. So the server says on
+one is refused. That is what the dropped first connection of issue 11 looked like. So the server says on
 stderr which signal stopped it and which process sent it: the signals are blocked in every thread (block them
 before the server's threads start; threads inherit the mask) and the main thread takes them with
 ``sigtimedwait``, whose ``si_pid`` names the sender. A Python handler alone could not tell.
 
-Threads that native libraries started before the signals were blocked (at import) still accept them; the kernel
-hands a signal to one of those only while the main thread is not waiting for it. ``note_stop_signals`` installs a
-handler that records such a signal (sender unknown) instead of raising ``KeyboardInterrupt`` at whatever line the
-main thread happens to be on.
+``labeling serve`` blocks them before it starts any thread (``python -m labeling serve`` even before its imports:
+numpy's BLAS starts a thread at import), so every thread inherits the mask and a signal sent at any moment waits,
+pending, for the main thread. Only a caller that already runs threads of its own (``main()`` called in-process)
+may have a signal taken by one of them; ``note_stop_signals`` installs a handler that records such a signal
+(sender unknown) instead of raising ``KeyboardInterrupt`` at whatever line the main thread happens to be on.
 """
 
 from __future__ import annotations
