@@ -8,6 +8,7 @@ import pickle
 import pytest
 
 from fedmtl.inert import AllowListUnpickler, InertStateError, inert_globals
+from tests.conftest import build_on_global
 
 
 def _double(x: int) -> int:
@@ -31,8 +32,7 @@ def test_anything_else_is_refused_by_name_before_import() -> None:
 
 
 def test_build_on_an_allowed_function_changes_nothing() -> None:
-    # GLOBAL somewhere.double, then BUILD with a state dict that would replace its defaults
-    data = b"\x80\x02csomewhere\ndouble\n}X\x0c\x00\x00\x00__defaults__K\x01\x85sb."
+    data = build_on_global("somewhere", "double", {"__defaults__": (1,)})
     with pytest.raises(InertStateError, match="somewhere.double"):
         _Tiny(io.BytesIO(data), "tiny.pkl").load()
     assert _double.__defaults__ is None

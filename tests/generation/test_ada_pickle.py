@@ -19,6 +19,7 @@ from generation.cli import main
 from generation.errors import NetworkError
 from generation.sampling import latents
 from generation.stylegan2 import StyleGAN2Config
+from tests.conftest import build_on_global, module_state
 
 CONFIGS = [
     StyleGAN2Config(z_dim=32, w_dim=32, resolution=32, mapping_layers=2, channel_base=512, channel_max=32),
@@ -172,25 +173,6 @@ def test_unsupported_architecture_is_named(tmp_path, standins) -> None:
     assert isinstance(load_ada_pickle(path), dict)
 
 
-def _build_on_global(module: str, name: str, state: object) -> bytes:
-    """A protocol-2 pickle that looks up ``module.name`` and applies BUILD with ``state`` to it."""
-    body = pickle.dumps(state, protocol=2)[2:-1]  # the state's opcodes, without PROTO and STOP
-    return b"\x80\x02c" + f"{module}\n{name}\n".encode() + body + b"b."
-
-
-def _module_state(module) -> dict:
-    """Everything a BUILD could change on the module's functions and classes: defaults, __dict__, class dicts."""
-    import types
-
-    out = {}
-    for key, value in vars(module).items():
-        if isinstance(value, types.FunctionType):
-            out[key] = (value.__defaults__, value.__kwdefaults__, dict(value.__dict__), value.__code__)
-        elif isinstance(value, type) and value.__module__ == module.__name__:
-            out[key] = dict(vars(value))
-    return out
-
-
 @pytest.mark.parametrize("state", [(None, {"__defaults__": ("latin1",)}), {"marker": 1, "__defaults__": (1,)},
                                    (None, {"__setstate__": None}), {"__call__": None}],
                          ids=["slotstate", "dictstate", "setstate-slot", "call-dict"])
@@ -199,13 +181,13 @@ def test_build_on_an_allowed_global_changes_nothing(tmp_path, state) -> None:
 
     from generation import ada_pickle
 
-    before = _module_state(ada_pickle)
+    before = module_state(ada_pickle)
     builtins_before = (dict(vars(OrderedDict)), dict(vars(set)))
     for module, name in sorted(ada_pickle.ALLOWED_GLOBALS):
         path = tmp_path / f"{module}.{name}.pkl"
-        path.write_bytes(_build_on_global(module, name, state))
+        path.write_bytes(build_on_global(module, name, state))
         with pytest.raises(NetworkError) as err:
             load_ada_pickle(path)
         assert "\n" not in str(err.value) and path.name in str(err.value)
-    assert _module_state(ada_pickle) == before
+    assert module_state(ada_pickle) == before
     assert (dict(vars(OrderedDict)), dict(vars(set))) == builtins_before

@@ -14,6 +14,7 @@ import pytest
 
 from benchmark.datasets.hapt_pickle import load_hapt_tables, load_pickle_gz
 from fedmtl.errors import DatasetError
+from tests.conftest import build_on_global, module_state
 
 
 class _Reduce:
@@ -142,23 +143,6 @@ def test_wrong_structure_and_missing_file(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- BUILD on an allowed global
 
 
-def _build_on_global(module: str, name: str, state: object) -> bytes:
-    """A protocol-2 pickle that looks up ``module.name`` and applies BUILD with ``state`` to it."""
-    body = pickle.dumps(state, protocol=2)[2:-1]  # the state's opcodes, without PROTO and STOP
-    return b"\x80\x02c" + f"{module}\n{name}\n".encode() + body + b"b."
-
-
-def _module_state(module: types.ModuleType) -> dict[str, object]:
-    """Everything a BUILD could change on the module's functions and classes: defaults, __dict__, class dicts."""
-    out: dict[str, object] = {}
-    for key, value in vars(module).items():
-        if isinstance(value, types.FunctionType):
-            out[key] = (value.__defaults__, value.__kwdefaults__, dict(value.__dict__), value.__code__)
-        elif isinstance(value, type) and value.__module__ == module.__name__:
-            out[key] = dict(vars(value))
-    return out
-
-
 STATES = [(None, {"__defaults__": ("latin1",)}), {"marker": 1, "__defaults__": ("latin1",)},
           (None, {"__setstate__": None, "state": "x"}), {"__call__": None}]
 
@@ -167,12 +151,12 @@ STATES = [(None, {"__defaults__": ("latin1",)}), {"marker": 1, "__defaults__": (
 def test_build_on_an_allowed_global_changes_nothing(tmp_path: Path, state) -> None:
     from benchmark.datasets import hapt_pickle
 
-    before = _module_state(hapt_pickle)
+    before = module_state(hapt_pickle)
     for module, name in sorted(hapt_pickle.ALLOWED_GLOBALS):
-        path = _write_gz(tmp_path / f"{module}.{name}.pkl.gz", _build_on_global(module, name, state))
+        path = _write_gz(tmp_path / f"{module}.{name}.pkl.gz", build_on_global(module, name, state))
         with pytest.raises(DatasetError) as err:
             load_pickle_gz(path)
         assert "\n" not in str(err.value) and path.name in str(err.value)
-    assert _module_state(hapt_pickle) == before
+    assert module_state(hapt_pickle) == before
     # and the stand-ins still do their job: latin-1 bytes through _codecs.encode, as protocol 2 writes them
     assert load_pickle_gz(_write_gz(tmp_path / "ok.pkl.gz", pickle.dumps(b"\xff\x00", protocol=2))) == b"\xff\x00"
