@@ -351,9 +351,7 @@ def runs_within(requested: int | None, run_bytes: int, budget: int | None) -> in
 
 def jobs_within(requested: int, run_bytes: int, budget: int | None) -> int:
     """How many runs go side by side: ``requested``, capped so that their estimated memory fits ``budget``."""
-    if budget is None or run_bytes <= 0:
-        return max(1, requested)
-    return max(1, min(requested, budget // run_bytes))
+    return runs_within(max(1, requested), run_bytes, budget) or 1
 
 
 class _Progress:
