@@ -14,7 +14,7 @@ import torch
 from benchmark.har import HarSuiteConfig, har_workload
 from benchmark.regimes import REGIMES
 from benchmark.runner import layer_spec
-from benchmarks.timing import executed_mlp_flops, matmul_flops, seconds_per_call
+from benchmarks.timing import executed_mlp_flops, matmul_flops, seconds_per_call, stacked_round_flops
 from fedmtl import Federation, Simulation, mlp
 
 __all__ = ["run"]
@@ -33,7 +33,9 @@ def run(repeats: int = 5, thread_options: tuple[int, ...] = (1, 2)) -> dict[str,
     workload = har_workload(HarSuiteConfig(), progress=False)
     cfg = workload.base
     samples = sum(c.num_train for c in workload.data.clients)
-    flops = executed_mlp_flops(workload.data.sizes, samples * cfg.local_epochs)
+    plain = executed_mlp_flops(workload.data.sizes, samples * cfg.local_epochs)
+    flops = stacked_round_flops(workload.data.sizes, [c.num_train for c in workload.data.clients], cfg.local_epochs,
+                                cfg.batch_size)
     times = {(b, t): _round_seconds(workload, b, t, repeats) for b in ("stacked", "loop") for t in thread_options}
     best_loop = min(thread_options, key=lambda t: times[("loop", t)])
     best_engine = min(thread_options, key=lambda t: times[("stacked", t)])
@@ -47,8 +49,14 @@ def run(repeats: int = 5, thread_options: tuple[int, ...] = (1, 2)) -> dict[str,
                         f"{list(workload.data.sizes)}, {cfg.local_epochs} local epochs, batch {cfg.batch_size}, "
                         "plain SGD",
             "flops_per_round": flops,
-            "flops_convention": "executed: forward, weight gradients and the input gradients of every layer but "
-                                "the first (never computed), 2 FLOPs per multiply-add, samples x epochs",
+            "flops_convention": "executed by the stacked engine: forward, weight gradients and the input "
+                                "gradients of every layer but the first (never computed), except that the input "
+                                "layer of clients on the Gram path (fedmtl.gram) counts that path's matmuls "
+                                "instead; 2 FLOPs per multiply-add",
+            "plain_sgd_flops_per_round": plain,
+            "plain_sgd_fraction": plain / engine_s / peak,
+            "plain_sgd_note": "the FLOPs plain step-by-step SGD would execute for the same round (samples x "
+                              "epochs): the work the engine does, per second, in plain SGD's currency",
             "seconds_per_round": {f"{b}@{t}threads": s for (b, t), s in times.items()},
             "engine_threads": best_engine,
             "loop_threads": best_loop,

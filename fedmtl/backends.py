@@ -14,12 +14,14 @@ All three consume the same :class:`~fedmtl.schedule.BatchSchedule`, so they foll
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 from torch import nn
 
+import fedmtl.gram as gram_path
 from fedmtl.fused import FusedMLP
 from fedmtl.losses import loss_grad, loss_value
 from fedmtl.schedule import BatchSchedule
@@ -70,6 +72,10 @@ def _per_client(coef: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return coef.view(-1, *([1] * (like.dim() - 1)))
 
 
+def _pick(stacks: Params, clients: torch.Tensor) -> Params:
+    return {n: t.index_select(0, clients) for n, t in stacks.items()}
+
+
 def _step_factors(sgd: LocalSGD, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-client learning rate and momentum that freeze clients which have finished their steps."""
     act = active.float().view(-1, 1, 1)
@@ -90,6 +96,9 @@ class StackedMLP:
                 self.layers.append((f"{child_name}.weight", f"{child_name}.bias"))
             elif not isinstance(child, nn.ReLU):
                 raise TypeError(f"StackedMLP supports Linear and ReLU layers, not {type(child).__name__}")
+        linears = [m for m in head.children() if isinstance(m, nn.Linear)]
+        self.sizes = [linears[0].in_features, *(m.out_features for m in linears)] if linears else []
+        self._grams = gram_path.GramCache()
         names = [type(c).__name__ for c in head.children()]
         expected = ["Linear" if i % 2 == 0 else "ReLU" for i in range(len(names))]
         if names != expected or names[-1] != "Linear":
@@ -118,9 +127,51 @@ class StackedMLP:
         return h
 
     def train(self, params: Params, x: torch.Tensor, y: torch.Tensor, schedule: BatchSchedule, sgd: LocalSGD) -> None:
+        """Clients whose input layer is cheaper through their Gram matrix (:mod:`fedmtl.gram`) and the others
+        train as two stacks; a client's path depends only on its own sizes, never on its stack-mates."""
+        gram = self._gram_clients(schedule, sgd)
+        if not bool(gram.any()) or bool(gram.all()):
+            self._train(params, x, y, schedule, sgd, gram=bool(gram.any()))
+            return
+        for part, use in ((gram, True), (~gram, False)):
+            idx = part.nonzero().squeeze(1)
+            sub = dataclasses.replace(sgd, buffers=_pick(sgd.buffers, idx), prox=_pick(sgd.prox, idx),
+                                      anchors=_pick(sgd.anchors, idx))
+            active = schedule.active[:, idx]
+            steps = int(active.sum(0).max())
+            work = _pick(params, idx)
+            self._train(work, x, y, BatchSchedule(schedule.rows[:steps, idx], schedule.weight[:steps, idx],
+                                                  active[:steps]), sub, gram=use)
+            for n in sgd.update:
+                params[n][idx] = work[n]
+                if n in sgd.buffers:
+                    sgd.buffers[n][idx] = sub.buffers[n]
+
+    def _gram_clients(self, schedule: BatchSchedule, sgd: LocalSGD) -> torch.Tensor:
+        """Per client, whether its input layer takes the Gram path: plain SGD on it, and :func:`fedmtl.gram.pays`."""
+        w = self.layers[0][0]
+        clients = schedule.rows.shape[1]
+        if sgd.momentum != 0.0 or (w in sgd.prox and bool((sgd.prox[w] != 0).any())) or not clients:
+            return torch.zeros(clients, dtype=torch.bool)
+        _, rows = gram_path.client_spans(schedule.rows, schedule.weight > 0)
+        steps = schedule.client_steps()
+        fan_in, fan_out = self.sizes[0], self.sizes[1]
+        trains = w in sgd.update
+        return torch.tensor([gram_path.pays(int(n), int(s), schedule.rows.shape[2], fan_in, fan_out, trains)
+                             for n, s in zip(rows.tolist(), steps.tolist(), strict=True)], dtype=torch.bool)
+
+    def client_workspace_bytes(self, rows: int, steps: int, batch: int) -> int:
+        """A stacked client's temporaries beyond its model when it takes the Gram path, for memory plans."""
+        if not gram_path.pays(rows, steps, batch, self.sizes[0], self.sizes[1], True):
+            return 0
+        return gram_path.stack_bytes(rows, self.sizes[1])
+
+    def _train(self, params: Params, x: torch.Tensor, y: torch.Tensor, schedule: BatchSchedule, sgd: LocalSGD,
+               *, gram: bool) -> None:
         """Clients are ordered by their number of steps (longest first), so the clients still training at any
         step are a prefix of the stack: each step computes on ``[:k]`` views and wastes nothing on clients that
-        have already finished, and every update is a plain scalar-lr in-place op."""
+        have already finished, and every update is a plain scalar-lr in-place op. With ``gram`` the input
+        layer's forward and update go through :class:`fedmtl.gram.InputGram`."""
         steps = schedule.client_steps()
         order = torch.argsort(steps, descending=True, stable=True)
         identity = bool((order == torch.arange(len(order), device=order.device)).all())
@@ -131,24 +182,55 @@ class StackedMLP:
         active_count = schedule.active.sum(1).tolist()
         update = set(sgd.update)
         last = len(self.layers) - 1
+        w0, b0 = self.layers[0]
+        valid = weight > 0
+        inputs_gram = None
+        if gram:
+            first, count = gram_path.client_spans(rows, valid)
+            inputs_gram = gram_path.InputGram(x, first, count, p[w0], sgd.lr, w0 in update, self._grams)
+        plain = sgd.momentum == 0.0 and not any(n in prox for n in update)
+        views: dict[str, torch.Tensor] = {}
+        view_k = -1
         with torch.no_grad():
             for s, k in enumerate(active_count):
+                if k != view_k:  # the active prefix shrank: views of the first k clients, made once per size
+                    view_k, views = k, {n: t[:k] for n, t in p.items()}
+                    views.update({f"{b}+": views[b].unsqueeze(1) for _, b in self.layers})
+                    views.update({f"{w}^T": views[w].transpose(1, 2) for w, _ in self.layers})
                 step_rows = rows[s, :k]
-                inputs = [_gather(x, step_rows)]
+                if inputs_gram is None:
+                    inputs = [_gather(x, step_rows)]
+                    local = None
+                else:
+                    local = inputs_gram.local(step_rows, valid[s, :k])
+                    inputs = [None]
                 for i, (w, b) in enumerate(self.layers):
-                    z = torch.baddbmm(p[b][:k].unsqueeze(1), inputs[-1], p[w][:k])
+                    if i == 0 and local is not None:
+                        z = inputs_gram.pre_activation(local, k).add_(views[f"{b}+"])
+                    else:
+                        z = torch.baddbmm(views[f"{b}+"], inputs[-1], views[w])
                     inputs.append(z.relu_() if i < last else z)
                 dz = loss_grad(sgd.loss, inputs.pop(), _gather(y, step_rows), weight[s, :k])
                 for i in range(last, -1, -1):
                     w, b = self.layers[i]
                     h_in = inputs[i]
-                    dh = torch.bmm(dz, p[w][:k].transpose(1, 2)) if i > 0 else None
+                    dh = torch.bmm(dz, views[f"{w}^T"]) if i > 0 else None
                     if w in update:
-                        self._apply(p, buffers, anchors, prox, w, k, h_in.transpose(1, 2), dz, sgd)
+                        if i == 0 and local is not None:
+                            inputs_gram.step(local, dz)
+                        elif plain:
+                            views[w].baddbmm_(h_in.transpose(1, 2), dz, alpha=-sgd.lr)
+                        else:
+                            self._apply(p, buffers, anchors, prox, w, k, h_in.transpose(1, 2), dz, sgd)
                     if b in update:
-                        self._apply(p, buffers, anchors, prox, b, k, None, dz.sum(1), sgd)
+                        if plain:
+                            views[b].add_(dz.sum(1), alpha=-sgd.lr)
+                        else:
+                            self._apply(p, buffers, anchors, prox, b, k, None, dz.sum(1), sgd)
                     if dh is not None:
                         dz = torch.ops.aten.threshold_backward(dh, h_in, 0.0)
+            if inputs_gram is not None:
+                inputs_gram.finish(p[w0])
         if not identity:
             for n in update:
                 params[n][order] = p[n]

@@ -229,6 +229,9 @@ class Simulation:
             # no per-client model: factors, activations and the personal layers
             client = self.backend.grouped_client_bytes(steps, cfg.batch_size) + 2 * _nbytes(
                 {n: native[n] for n in self.names[LayerType.PERSONAL]})
+        else:  # a stacked client's temporaries beyond its model (the Gram path's rows, pre-activations, Gram)
+            rows = int(self.server.roster.n_train.max()) if len(self.server.roster) else 0
+            client += getattr(self.backend, "client_workspace_bytes", lambda *a: 0)(rows, steps, cfg.batch_size)
         workspace = getattr(self.backend, "workspace_bytes", lambda batch: 0)(cfg.batch_size)
         fixed = _nbytes(self.server.common) + _nbytes(self.server.task) + aggregator + data + workspace
         derived = cfg.memory_budget is None
