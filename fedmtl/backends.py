@@ -99,6 +99,7 @@ class StackedMLP:
         linears = [m for m in head.children() if isinstance(m, nn.Linear)]
         self.sizes = [linears[0].in_features, *(m.out_features for m in linears)] if linears else []
         self._grams = gram_path.GramCache()
+        self._diff: torch.Tensor | None = None
         names = [type(c).__name__ for c in head.children()]
         expected = ["Linear" if i % 2 == 0 else "ReLU" for i in range(len(names))]
         if names != expected or names[-1] != "Linear":
@@ -237,8 +238,7 @@ class StackedMLP:
                 if n in sgd.buffers:
                     sgd.buffers[n][order] = buffers[n]
 
-    @staticmethod
-    def _apply(p: Params, buffers: Params, anchors: Params, prox: Params, name: str, k: int,
+    def _apply(self, p: Params, buffers: Params, anchors: Params, prox: Params, name: str, k: int,
                left: torch.Tensor | None, right: torch.Tensor, sgd: LocalSGD) -> None:
         """p -= lr * (grad + prox) on the first k clients, with grad = left @ right (weights) or right (biases).
 
@@ -249,7 +249,7 @@ class StackedMLP:
         mu = _per_client(prox[name][:k], param) if name in prox else None
         if sgd.momentum == 0.0:
             if mu is not None:
-                param.addcmul_(param - anchors[name][:k], mu, value=-sgd.lr)
+                param.addcmul_(self._pull(param, anchors[name][:k]), mu, value=-sgd.lr)
             if left is None:
                 param.add_(right, alpha=-sgd.lr)
             else:
@@ -261,8 +261,18 @@ class StackedMLP:
         else:
             buf.baddbmm_(left, right, beta=sgd.momentum)
         if mu is not None:
-            buf.addcmul_(param - anchors[name][:k], mu)
+            buf.addcmul_(self._pull(param, anchors[name][:k]), mu)
         param.add_(buf, alpha=-sgd.lr)
+
+
+    def _pull(self, param: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """``param - anchor`` in a reused buffer: a fresh weight-stack-sized tensor every step (55 MB for Ditto's
+        HAR stack) is mapped and faulted in anew each time, which cost Ditto a third of its time in the kernel."""
+        size = param.numel()
+        if self._diff is None or self._diff.numel() < size or self._diff.dtype != param.dtype \
+                or self._diff.device != param.device:
+            self._diff = param.new_empty(size)
+        return torch.sub(param, anchor, out=self._diff[:size].view_as(param))
 
 
 class VmapBackend:
