@@ -77,7 +77,9 @@ class DefaultSetup:
 # - size 2,000: each task is scored on ~80 test faces instead of ~40 (with 40, pose was 90% one class, so +10
 #   points over the majority meant no error at all), and each client holds ~16 training faces.
 # - min_confidence 0.6 leaves near-coin-toss machine labels unlabelled (the ones a head reproduces worst: pose
-#   98.0 -> 99.5, gender 97.2 -> 100 on the test faces left labelled); teeth becomes 7.5% positive (12.8% without).
+#   98.0 -> 99.5, gender 97.2 -> 100 on the test faces left labelled). With teeth from model:faceattr@1 (Platt
+#   slope 0.26, rarely confident) it made teeth 7.5% positive (12.8% without); the refit teeth classifier
+#   (model:faceattr@2, lip pixels, slope 1.19) keeps 92% of its labels and 25% positives (26.8% without).
 # - head 256-128-64 (0.24M weights) for 795-d input: 512-256-128 was no better (pose 97.5 vs 98.0).
 # - lr 0.1 beat 0.05 for the federated regimes at 20 rounds (mean: mtfl 95.2 vs 93.6, local 93.0 vs 91.9,
 #   fedavg_per_task 97.9 vs 96.8); 30 rounds because mtfl and local were still rising at 20; pooled cases: 1
