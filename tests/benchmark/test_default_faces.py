@@ -151,3 +151,16 @@ def test_teeth_keeps_a_real_share_of_positives_after_the_confidence_floor(tmp_pa
     kept = labels[labels >= 0]
     assert len(kept) >= 80  # the floor keeps most teeth labels
     assert 0.15 <= kept.mean() <= 0.45
+
+
+def test_the_build_and_the_features_share_each_faces_descriptor(tmp_path):
+    """The descriptor is most of the cost of a face; labels and CydralDlib features both need it, so the
+    features of a dataset built in this process compute none of them again."""
+    from labeling.sources.faceattr import descriptor_memo_info
+
+    dataset = load_faces(build_default_faces(size=12, cache_dir=str(tmp_path), progress=False))
+    before = descriptor_memo_info()
+    features = load_or_extract(dataset, ExtractorConfig(model=MODEL), cache_dir=tmp_path, progress=False)
+    after = descriptor_memo_info()
+    assert not features.cached
+    assert (after.misses - before.misses, after.hits - before.hits) == (0, 12)

@@ -9,7 +9,15 @@ import pytest
 
 from labeling.autolabel import source_names
 from labeling.fixtures import make_faces
-from labeling.sources.faceattr import FEATURE_GROUPS, classifier_probability, face_features, mouth_stats, tuned
+from labeling.sources.faceattr import (
+    FEATURE_GROUPS,
+    classifier_probability,
+    descriptor_memo_info,
+    face_descriptor,
+    face_features,
+    mouth_stats,
+    tuned,
+)
 from labeling.sources.faceview import FaceView, view_face
 
 
@@ -58,3 +66,22 @@ def test_every_shipped_classifier_reads_groups_that_exist_with_the_widths_it_was
     # teeth reads the lips' pixels, and the refit changed the annotator's name (provenance stays exact)
     assert "mouth" in specs["teeth"]["groups"]
     assert source_names()["teeth"] == f"model:faceattr@{tuned()['version']}" != "model:faceattr@1"
+
+
+def test_the_descriptor_is_computed_once_per_face_and_never_reused_for_other_pixels(tmp_path: Path):
+    make_faces(tmp_path, 2)
+    first = view_face(tmp_path / "seed0000000.png")
+    value = face_descriptor(first)  # computed here, or by an earlier test that drew the same face
+    before = descriptor_memo_info()
+    again = face_descriptor(view_face(tmp_path / "seed0000000.png"))  # prepared anew from the same file
+    after = descriptor_memo_info()
+    assert value.shape == (128,) and np.array_equal(value, again)
+    assert (after.misses - before.misses, after.hits - before.hits) == (0, 1)
+    value[:] = 0  # a caller's copy: the memo keeps its own
+    assert np.array_equal(face_descriptor(first), again)
+    changed = FaceView(first.rgb.copy(), first.found, first.shape5, first.points68)
+    changed.rgb[128:140, 100:156] = 255  # other pixels, same landmarks: computed, not looked up
+    misses = descriptor_memo_info().misses
+    other = face_descriptor(changed)
+    assert descriptor_memo_info().misses == misses + 1 and not np.array_equal(other, again)
+    assert np.array_equal(face_features(first, ("embedding",))["embedding"], again)  # the group reads the memo
