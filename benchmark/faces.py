@@ -72,7 +72,8 @@ class DefaultSetup:
 
 # Chosen by measurement on the default dataset (README, "The default face suite"; 2-core machine, 1 thread per
 # run). The build is the larger part of the 15-minute budget (~0.3 CPU-s per face: generation, machine labels,
-# CydralDlib features, each single-threaded), training the smaller: with this head, 5 regimes x 1 seed took 58-77
+# CydralDlib features, each single-threaded; ~0.2 since the features reuse the labels' face descriptors: first run
+# 9 min 3 s, 537 CPU-s for 2,000 faces), training the smaller: with this head, 5 regimes x 1 seed took 58-77
 # CPU-s on 1,000 faces for 20 rounds (the paper's head: 93 CPU-s for ONE mtfl round).
 # - size 2,000: each task is scored on ~80 test faces instead of ~40 (with 40, pose was 90% one class, so +10
 #   points over the majority meant no error at all), and each client holds ~16 training faces.
