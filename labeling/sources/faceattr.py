@@ -133,6 +133,8 @@ def _embedder():
 
 @dataclass(frozen=True)
 class DescriptorMemoInfo:
+    """The descriptor memo's counts in this process (as ``functools``' ``cache_info``): what sharing saved."""
+
     hits: int
     misses: int
     size: int
