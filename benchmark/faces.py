@@ -72,12 +72,15 @@ class DefaultSetup:
 
 # Chosen by measurement on the default dataset (README, "The default face suite"; 2-core machine, 1 thread per
 # run). The build is the larger part of the 15-minute budget (~0.3 CPU-s per face: generation, machine labels,
-# CydralDlib features, each single-threaded), training the smaller: with this head, 5 regimes x 1 seed took 58-77
+# CydralDlib features, each single-threaded; ~0.2 since the features reuse the labels' face descriptors: first run
+# 9 min 3 s, 537 CPU-s for 2,000 faces), training the smaller: with this head, 5 regimes x 1 seed took 58-77
 # CPU-s on 1,000 faces for 20 rounds (the paper's head: 93 CPU-s for ONE mtfl round).
 # - size 2,000: each task is scored on ~80 test faces instead of ~40 (with 40, pose was 90% one class, so +10
 #   points over the majority meant no error at all), and each client holds ~16 training faces.
 # - min_confidence 0.6 leaves near-coin-toss machine labels unlabelled (the ones a head reproduces worst: pose
-#   98.0 -> 99.5, gender 97.2 -> 100 on the test faces left labelled); teeth becomes 7.5% positive (12.8% without).
+#   98.0 -> 99.5, gender 97.2 -> 100 on the test faces left labelled). With teeth from model:faceattr@1 (Platt
+#   slope 0.26, rarely confident) it made teeth 7.5% positive (12.8% without); the refit teeth classifier
+#   (model:faceattr@2, lip pixels, slope 1.19) keeps 92% of its labels and 25% positives (26.8% without).
 # - head 256-128-64 (0.24M weights) for 795-d input: 512-256-128 was no better (pose 97.5 vs 98.0).
 # - lr 0.1 beat 0.05 for the federated regimes at 20 rounds (mean: mtfl 95.2 vs 93.6, local 93.0 vs 91.9,
 #   fedavg_per_task 97.9 vs 96.8); 30 rounds because mtfl and local were still rising at 20; pooled cases: 1

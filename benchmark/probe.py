@@ -7,7 +7,10 @@ For each candidate, a standardised logistic regression (its L2 strength picked b
 by 5-fold stratified cross-validation repeated twice, per attribute, on the faces whose label is not "can't
 tell". An attribute with a single class among the labels (age group: no face looked like a child) is left out.
 The candidates are every offline feature model: deepface's Dlib on the whole image (the former default), each
-part of ``CydralDlib`` alone, their concatenation, and 16x16 grey pixels as a no-pre-training reference.
+part of ``CydralDlib`` alone, their concatenation (each column z-scored alone, so a part counts in proportion to
+its width), the same concatenation with its six parts weighted equally after z-scoring
+(:func:`benchmark.face_parts.part_weights`: what the face suite feeds its head, so the probe measures what ships),
+and 16x16 grey pixels as a no-pre-training reference.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import numpy as np
 
 from fedmtl.errors import FedMTLError
 
-__all__ = ["ATTRIBUTES", "DEFAULT_LABELS", "load_hand_labels", "probe", "candidates", "format_table", "main"]
+__all__ = ["ATTRIBUTES", "DEFAULT_LABELS", "EQUAL_PARTS", "load_hand_labels", "probe", "candidates",
+           "candidate_weights", "format_table", "main"]
 
 DEFAULT_LABELS = Path(__file__).resolve().parents[1] / "data" / "labels" / "digiface-dcgan-human.jsonl"
 ATTRIBUTES = ("gender", "age_group", "glasses", "pose", "teeth")
+EQUAL_PARTS = "CydralDlib (all parts weighted equally: what the suite uses)"
 
 
 def load_hand_labels(path: str | Path) -> list[dict]:
@@ -58,21 +63,45 @@ def candidates(images: Sequence[bytes], *, progress: bool = True) -> dict[str, n
     out = {"pixels 16x16 grey (no pre-training)": pixels, "Dlib, deepface, whole image (former default)": dlib}
     out.update({f"CydralDlib part: {name}": parts[:, cols] for name, cols in PARTS.items()})
     out["CydralDlib (all parts)"] = parts
+    out[EQUAL_PARTS] = parts  # the same columns; candidate_weights gives its part weights
     return out
 
 
-def probe(features: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> float | None:
-    """Mean cross-validated accuracy of a linear probe on the rows labelled 0/1; None with a single class."""
+def candidate_weights(name: str) -> np.ndarray | None:
+    """The column weights a candidate is probed with after z-scoring (None: every column counts the same)."""
+    if name == EQUAL_PARTS:
+        from benchmark.face_parts import part_weights
+
+        return part_weights()
+    return None
+
+
+def _times(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return x * weights
+
+
+def probe(features: np.ndarray, labels: np.ndarray, *, seed: int = 0,
+          weights: np.ndarray | None = None) -> float | None:
+    """Mean cross-validated accuracy of a linear probe on the rows labelled 0/1; None with a single class.
+
+    ``weights`` multiply the columns after they are z-scored (inside each fold, as the suite weights its inputs),
+    so under the probe's L2 penalty a column with a small weight costs more to use.
+    """
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     keep = labels >= 0
     y = labels[keep]
     if len(np.unique(y)) < 2:
         return None
-    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=[0.001, 0.01, 0.1, 1.0], cv=3, max_iter=2000))
+    if weights is not None and np.shape(weights) != (features.shape[1],):
+        raise FedMTLError(f"probe: {np.shape(weights)} weights for {features.shape[1]} feature columns")
+    steps = [StandardScaler()]
+    if weights is not None:
+        steps.append(FunctionTransformer(_times, kw_args={"weights": np.asarray(weights, dtype=np.float64)}))
+    model = make_pipeline(*steps, LogisticRegressionCV(Cs=[0.001, 0.01, 0.1, 1.0], cv=3, max_iter=2000))
     folds = RepeatedStratifiedKFold(n_splits=5, n_repeats=2, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter at the weakest strengths
@@ -112,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         images = [(folder / f"{r['sample_id']}.png").read_bytes() for r in rows]
         labels = {a: np.array([int(r["labels"].get(a, -1)) for r in rows]) for a in ATTRIBUTES}
         feats = candidates(images, progress=not args.no_progress)
-        table = {name: {a: probe(x, labels[a]) for a in ATTRIBUTES} for name, x in feats.items()}
+        table = {name: {a: probe(x, labels[a], weights=candidate_weights(name)) for a in ATTRIBUTES}
+                 for name, x in feats.items()}
     except FedMTLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -39,7 +39,8 @@ MIN_SURE = 10  # answers a threshold must keep to count
 CANDIDATES = {
     "glasses": (("embedding",), ("geometry", "eyes"), ("eyes", "chip"), ("cues", "embedding")),
     "pose": (("cues",), ("geometry", "cues"), ("geometry",)),
-    "teeth": (("cues",), ("geometry", "cues"), ("geometry", "cues", "chip")),
+    "teeth": (("cues",), ("geometry", "cues"), ("geometry", "cues", "chip"), ("mouth",), ("cues", "mouth"),
+              ("geometry", "cues", "mouth")),
 }
 STRENGTHS = (0.01, 0.1, 1.0)
 

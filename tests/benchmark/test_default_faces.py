@@ -43,6 +43,9 @@ def test_builds_offline_once_and_a_second_call_only_returns_the_path(tmp_path):
     card = (out / "README.md").read_text()
     assert "machine-generated" in card
     assert dataset.notes and "machine-made" in dataset.notes[0]  # every leaderboard on it says so
+    # the shipped accuracy report measures these very sources (a refit without a new report would drop it)
+    accuracy = [n for n in dataset.notes if n.startswith("Measured label accuracy")]
+    assert accuracy and all(f"{a} " in accuracy[0] for a in dataset.tasks)
     # Finished: the second call needs neither the images nor the labels any more.
     mtime = (out / "dataset_dict.json").stat().st_mtime_ns
     for name in ("images", "labels.sqlite"):
@@ -135,3 +138,29 @@ def test_cydral_dlib_is_a_cached_feature_model(tmp_path):
     np.testing.assert_array_equal(second.features["train"], first.features["train"])
     dlib = load_or_extract(dataset, ExtractorConfig(model="Dlib"), cache_dir=tmp_path / "cache", progress=False)
     assert dlib.path != first.path and dlib.dim == 128
+
+
+def test_teeth_keeps_a_real_share_of_positives_after_the_confidence_floor(tmp_path):
+    """The default dataset's first 100 faces: the floor must not leave teeth almost one class (with the earlier
+    teeth classifier, whose answers were rarely confident, 7.5% of the default dataset's kept labels were
+    positive; hand labels say ~30% of these faces show teeth)."""
+    out = build_default_faces(size=100, cache_dir=str(tmp_path), progress=False)
+    _, dataset = _exported_ids(out)
+    k = dataset.tasks.index("teeth")
+    labels = np.concatenate([split.labels[:, k] for split in dataset.splits.values()])
+    kept = labels[labels >= 0]
+    assert len(kept) >= 80  # the floor keeps most teeth labels
+    assert 0.15 <= kept.mean() <= 0.45
+
+
+def test_the_build_and_the_features_share_each_faces_descriptor(tmp_path):
+    """The descriptor is most of the cost of a face; labels and CydralDlib features both need it, so the
+    features of a dataset built in this process compute none of them again."""
+    from labeling.sources.faceattr import descriptor_memo_info
+
+    dataset = load_faces(build_default_faces(size=12, cache_dir=str(tmp_path), progress=False))
+    before = descriptor_memo_info()
+    features = load_or_extract(dataset, ExtractorConfig(model=MODEL), cache_dir=tmp_path, progress=False)
+    after = descriptor_memo_info()
+    assert not features.cached
+    assert (after.misses - before.misses, after.hits - before.hits) == (0, 12)

@@ -37,3 +37,25 @@ def test_a_broken_hand_label_file_is_one_error(tmp_path):
     bad.write_text('{"sample_id": "seed0000000"}\n')
     with pytest.raises(FedMTLError, match="row 1 lacks sample_id or labels"):
         load_hand_labels(bad)
+
+
+def test_weights_apply_after_z_scoring_so_a_down_weighted_signal_costs_the_penalty():
+    rng = np.random.default_rng(1)
+    y = np.array([0, 1] * 60)
+    signal = y[:, None] * 2.0 + rng.normal(0, 0.3, (len(y), 2))
+    noise = rng.normal(0, 1, (len(y), 6))
+    x = np.hstack([signal, noise]).astype(np.float32)
+    even = np.ones(8)
+    muted = np.array([1e-4, 1e-4, *[1.0] * 6])  # z-scoring first would undo this; applied after, it silences
+    assert probe(x, y, weights=even) > 0.95
+    assert probe(x, y, weights=muted) < 0.75
+    with pytest.raises(FedMTLError, match="weights for 8 feature columns"):
+        probe(x, y, weights=np.ones(3))
+
+
+def test_the_equal_parts_candidate_is_probed_with_the_suites_part_weights():
+    from benchmark.face_parts import part_weights
+    from benchmark.probe import EQUAL_PARTS, candidate_weights
+
+    assert np.array_equal(candidate_weights(EQUAL_PARTS), part_weights())
+    assert candidate_weights("CydralDlib (all parts)") is None
