@@ -324,19 +324,26 @@ def _run_group(workload: Workload, tasks: Sequence[Task], checkpoints: str | Non
 
 
 def batch_groups(workload: Workload, tasks: Sequence[Task], size: int | None, jobs: int = 1) -> list[list[int]]:
-    """Which tasks train together: those with the same rounds, evaluation rounds, threads and device, at most
-    ``size`` per group (None: no limit), spread over at least ``jobs`` groups so that every worker has one.
-    Groups are consecutive runs in task order (a regime's seeds together: same settings, so one backend call,
-    and a long pooled run's steps paid once for all its seeds); the results do not depend on the grouping."""
+    """Which tasks train together: a regime's runs (its seeds and grid points) with the same rounds, evaluation
+    rounds, threads and device, at most ``size`` per group (None: no limit); the largest groups are split until
+    every one of ``jobs`` workers has one. A regime's seeds share every backend call; runs of different regimes
+    share one only where their settings happen to match, and gain little from it (a 30-client stack is wide
+    already, and a pooled run's long tail of steps trains alone whatever its stack-mates), so batching them
+    together would mostly tie their fates: one group per regime lets the worker pool hand groups out as workers
+    free up, which balances the load. The results do not depend on the grouping."""
     keys: dict[tuple[Any, ...], list[int]] = {}
     for i, t in enumerate(tasks):
         c = workload.config_for(t.regime, t.seed, dict(t.overrides))
-        keys.setdefault((c.rounds, c.eval_every, c.threads, str(c.device)), []).append(i)
+        keys.setdefault((t.regime.name, c.rounds, c.eval_every, c.threads, str(c.device)), []).append(i)
     groups: list[list[int]] = []
     for members in keys.values():
         limit = len(members) if size is None else max(1, size)
-        count = max(math.ceil(len(members) / limit), min(max(1, jobs), len(members)))
+        count = math.ceil(len(members) / limit)
         groups += [members[len(members) * k // count: len(members) * (k + 1) // count] for k in range(count)]
+    while len(groups) < jobs and any(len(g) > 1 for g in groups):
+        largest = max(range(len(groups)), key=lambda g: len(groups[g]))
+        group = groups.pop(largest)
+        groups[largest:largest] = [group[:len(group) // 2], group[len(group) // 2:]]
     return sorted(groups)
 
 

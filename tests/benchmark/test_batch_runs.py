@@ -101,9 +101,10 @@ def test_groups_respect_compatibility_size_and_jobs():
     workload = _workload()
     tasks = _tasks(PAPER) + [Task(REGIMES["mtfl"], 9, (("rounds", 5),))]
     groups = batch_groups(workload, tasks, None)
-    assert sorted(map(sorted, groups)) == [list(range(9)), [9]]  # another run length trains apart
-    assert all(len(g) <= 4 for g in batch_groups(workload, tasks, 4))
-    assert len(batch_groups(workload, tasks[:9], None, jobs=2)) == 2  # a group for every worker
+    assert groups == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]  # a regime's seeds; another run length apart
+    assert all(len(g) <= 2 for g in batch_groups(workload, tasks, 2))
+    assert batch_groups(workload, tasks[6:9], None, jobs=2) == [[0], [1, 2]]  # a group for every worker
+    assert len(batch_groups(workload, tasks[:2], None, jobs=4)) == 2  # never more groups than runs
     assert batch_groups(workload, tasks, 1) == [[i] for i in range(10)]
     assert sorted(i for g in batch_groups(workload, tasks, 2, jobs=3) for i in g) == list(range(10))
     assert runs_within(None, 2**30, 5 * 2**30) == 5 and runs_within(8, 2**30, None) == 8
