@@ -37,7 +37,7 @@ from fedmtl.files import atomic_write
 
 __all__ = [
     "Task", "RunResult", "RegimeSummary", "run_task", "run_batch", "batch_groups", "execute", "run_suite",
-    "summarize_runs", "pool_clients", "layer_spec", "jobs_within", "runs_within", "SCORES_NAME",
+    "summarize_runs", "pool_clients", "layer_spec", "jobs_within", "runs_within", "relative_work", "SCORES_NAME",
 ]
 
 SCORES_NAME = "scores.json"
@@ -347,6 +347,13 @@ def batch_groups(workload: Workload, tasks: Sequence[Task], size: int | None, jo
     return sorted(groups)
 
 
+def relative_work(workload: Workload, task: Task) -> int:
+    """A run's work relative to the suite's other runs (they all train on the same data): rounds x local
+    epochs x models per client (Ditto trains two). Only the order in which batches start depends on it."""
+    c = workload.config_for(task.regime, task.seed, dict(task.overrides))
+    return c.rounds * sum(p.epochs for p in c.local_phases()) * (2 if c.ditto_lambda else 1)
+
+
 def runs_within(requested: int | None, run_bytes: int, budget: int | None) -> int | None:
     """How many runs one process trains together: ``requested`` (None: all), capped so that their estimated
     memory fits ``budget`` (what one process may use)."""
@@ -409,8 +416,10 @@ def execute(workload: Workload, tasks: Sequence[Task], *, jobs: int = 1, progres
             events = context.Queue()
             with ProcessPoolExecutor(min(jobs, len(groups)), mp_context=context, initializer=_init_worker,
                                      initargs=(workload, workload.base.threads or 1, events, ckpt)) as pool:
+                # the largest batches first, so that no worker is left with a long one at the end
+                order = sorted(groups, key=lambda g: -sum(relative_work(workload, tasks[i]) for i in g))
                 pending = {pool.submit(_run_group_in_worker, group, [tasks[i] for i in group]): group
-                           for group in groups}
+                           for group in order}
                 finished: set[int] = set()
                 while pending:
                     done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+import fedmtl.gram
 from benchmark.har import HarSuiteConfig, har_workload
 from benchmark.regimes import REGIMES
 from benchmark.runner import layer_spec
@@ -20,7 +21,18 @@ from fedmtl import Federation, Simulation, mlp
 __all__ = ["run"]
 
 
-def _round_seconds(workload: Any, backend: str, threads: int, repeats: int) -> float:
+def _round_seconds(workload: Any, backend: str, threads: int, repeats: int, gram: bool = True) -> float:
+    """Seconds per round; ``gram=False`` keeps every client's input layer on the direct path (the rule's cost
+    ratio set to 0), the baseline the Gram path is measured against."""
+    ratio = fedmtl.gram.MAX_COST_RATIO
+    fedmtl.gram.MAX_COST_RATIO = ratio if gram else 0.0
+    try:
+        return _timed(workload, backend, threads, repeats)
+    finally:
+        fedmtl.gram.MAX_COST_RATIO = ratio
+
+
+def _timed(workload: Any, backend: str, threads: int, repeats: int) -> float:
     torch.set_num_threads(threads)
     regime = REGIMES["mtfl"]
     config = workload.base.replace(backend=backend, threads=threads, seed=0)
@@ -37,6 +49,7 @@ def run(repeats: int = 5, thread_options: tuple[int, ...] = (1, 2)) -> dict[str,
     flops = stacked_round_flops(workload.data.sizes, [c.num_train for c in workload.data.clients], cfg.local_epochs,
                                 cfg.batch_size)
     times = {(b, t): _round_seconds(workload, b, t, repeats) for b in ("stacked", "loop") for t in thread_options}
+    direct = {t: _round_seconds(workload, "stacked", t, repeats, gram=False) for t in thread_options}
     best_loop = min(thread_options, key=lambda t: times[("loop", t)])
     best_engine = min(thread_options, key=lambda t: times[("stacked", t)])
     peak = matmul_flops(best_engine)
@@ -58,6 +71,8 @@ def run(repeats: int = 5, thread_options: tuple[int, ...] = (1, 2)) -> dict[str,
             "plain_sgd_note": "the FLOPs plain step-by-step SGD would execute for the same round (samples x "
                               "epochs): the work the engine does, per second, in plain SGD's currency",
             "seconds_per_round": {f"{b}@{t}threads": s for (b, t), s in times.items()},
+            "seconds_per_round_direct_input_layer": {f"stacked@{t}threads": s for t, s in direct.items()},
+            "gram_path_speedup": min(direct.values()) / engine_s,
             "engine_threads": best_engine,
             "loop_threads": best_loop,
             "matmul_gflops": peak / 1e9,

@@ -12,7 +12,7 @@ from benchmark.cli import main
 from benchmark.har import HarData
 from benchmark.leaderboard import to_csv, to_json, to_markdown
 from benchmark.regimes import REGIMES
-from benchmark.runner import RunResult, Task, batch_groups, execute, runs_within, summarize_runs
+from benchmark.runner import RunResult, Task, batch_groups, execute, relative_work, runs_within, summarize_runs
 from benchmark.suite import Workload
 from fedmtl import Client, TrainConfig
 
@@ -108,6 +108,9 @@ def test_groups_respect_compatibility_size_and_jobs():
     assert batch_groups(workload, tasks, 1) == [[i] for i in range(10)]
     assert sorted(i for g in batch_groups(workload, tasks, 2, jobs=3) for i in g) == list(range(10))
     assert runs_within(None, 2**30, 5 * 2**30) == 5 and runs_within(8, 2**30, None) == 8
+    # batches start largest first: Ditto trains two models per client, FedRep one more epoch a round
+    work = {name: relative_work(workload, Task(REGIMES[name], 0)) for name in ("ditto", "fedrep", "mtfl")}
+    assert work["ditto"] == 2 * work["mtfl"] and work["fedrep"] > work["mtfl"]
     assert runs_within(8, 2**30, 3 * 2**30) == 3 and runs_within(2, 8 * 2**30, 2**30) == 1
 
 
