@@ -25,6 +25,7 @@ import fedmtl.gram as gram_path
 from fedmtl.fused import FusedMLP
 from fedmtl.losses import loss_grad, loss_value
 from fedmtl.schedule import BatchSchedule
+from fedmtl.scratch import Scratch
 
 __all__ = ["LocalSGD", "Backend", "StackedMLP", "VmapBackend", "LoopBackend", "make_backend", "BACKENDS"]
 
@@ -99,7 +100,7 @@ class StackedMLP:
         linears = [m for m in head.children() if isinstance(m, nn.Linear)]
         self.sizes = [linears[0].in_features, *(m.out_features for m in linears)] if linears else []
         self._grams = gram_path.GramCache()
-        self._diff: torch.Tensor | None = None
+        self._scratch = Scratch()
         names = [type(c).__name__ for c in head.children()]
         expected = ["Linear" if i % 2 == 0 else "ReLU" for i in range(len(names))]
         if names != expected or names[-1] != "Linear":
@@ -188,7 +189,8 @@ class StackedMLP:
         inputs_gram = None
         if gram:
             first, count = gram_path.client_spans(rows, valid)
-            inputs_gram = gram_path.InputGram(x, first, count, p[w0], sgd.lr, w0 in update, self._grams)
+            inputs_gram = gram_path.InputGram(x, first, count, p[w0], sgd.lr, w0 in update, self._grams,
+                                              self._scratch)
         plain = sgd.momentum == 0.0 and not any(n in prox for n in update)
         views: dict[str, torch.Tensor] = {}
         view_k = -1
@@ -266,13 +268,9 @@ class StackedMLP:
 
 
     def _pull(self, param: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-        """``param - anchor`` in a reused buffer: a fresh weight-stack-sized tensor every step (55 MB for Ditto's
-        HAR stack) is mapped and faulted in anew each time, which cost Ditto a third of its time in the kernel."""
-        size = param.numel()
-        if self._diff is None or self._diff.numel() < size or self._diff.dtype != param.dtype \
-                or self._diff.device != param.device:
-            self._diff = param.new_empty(size)
-        return torch.sub(param, anchor, out=self._diff[:size].view_as(param))
+        """``param - anchor`` in a reused buffer (:mod:`fedmtl.scratch`: a fresh weight-stack-sized tensor per step
+        cost Ditto a third of its time in the kernel)."""
+        return torch.sub(param, anchor, out=self._scratch.get("pull", param.shape, param))
 
 
 class VmapBackend:

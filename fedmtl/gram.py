@@ -23,6 +23,8 @@ import weakref
 
 import torch
 
+from fedmtl.scratch import Scratch
+
 __all__ = ["GramCache", "InputGram", "client_spans", "pays", "stack_bytes", "MAX_ROWS", "MAX_COST_RATIO"]
 
 # Rows per client above which the path is never taken: its cached Gram matrix (n^2 floats, 64 MiB at 4096 rows)
@@ -63,14 +65,13 @@ def client_spans(schedule_rows: torch.Tensor, valid: torch.Tensor) -> tuple[torc
 
 class GramCache:
     """The stacked Gram matrices of the last two stacks trained (a federation trains the same stack round after
-    round; a lockstep alternates between at most a few), and reusable scratch buffers. Two stacks at most, so
-    memory plans can count them per stacked client (:func:`stack_bytes`)."""
+    round; a lockstep alternates between at most a few). Two stacks at most, so memory plans can count them per
+    stacked client (:func:`stack_bytes`)."""
 
     keep = 2
 
     def __init__(self) -> None:
         self._stacks: list[tuple[weakref.ref[torch.Tensor], tuple[object, ...], torch.Tensor]] = []
-        self._scratch: dict[str, torch.Tensor] = {}
 
     def stacked(self, x: torch.Tensor, spans: list[tuple[int, int]], width: int) -> torch.Tensor:
         """``[K, width, width]``: client ``c``'s ``X X^T`` (its rows ``x[first:first + rows]``) in the top-left
@@ -89,17 +90,6 @@ class GramCache:
         self._stacks = [*self._stacks, (weakref.ref(x), key, stack)][-self.keep:]
         return stack
 
-    def zeros(self, name: str, *shape: int, like: torch.Tensor) -> torch.Tensor:
-        """A zeroed scratch tensor, reusing the memory of the last one of that name (fresh pages cost more to
-        fault in than to clear)."""
-        buf = self._scratch.get(name)
-        count = 1
-        for n in shape:
-            count *= n
-        if buf is None or buf.numel() < count or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self._scratch[name] = like.new_empty(count)
-        return buf[:count].view(*shape).zero_()
-
 
 class InputGram:
     """One stacked local run's input layer on the Gram path (see the module docstring).
@@ -109,20 +99,20 @@ class InputGram:
     """
 
     def __init__(self, x: torch.Tensor, first: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor, lr: float,
-                 trains: bool, cache: GramCache) -> None:
+                 trains: bool, cache: GramCache, scratch: Scratch) -> None:
         clients, width = len(rows), int(rows.max()) if len(rows) else 0
         self.x, self.lr, self.trains = x, lr, trains
         self.spans = list(zip(first.tolist(), rows.tolist(), strict=True))
         self.first = first
         self.offsets = torch.arange(clients, device=x.device) * width
-        self.z = cache.zeros("z", clients, width, weight.shape[2], like=x)  # [K, n, out]
+        self.z = scratch.zeros("gram z", (clients, width, weight.shape[2]), like=x)  # [K, n, out]
         for c, (f, n) in enumerate(self.spans):
             if n:
                 torch.mm(x[f:f + n], weight[c], out=self.z[c, :n])
         self.gram = self.grad = None
         if trains:
             self.gram = cache.stacked(x, self.spans, width)
-            self.grad = cache.zeros("grad", *self.z.shape, like=x)  # D: each row's summed dz
+            self.grad = scratch.zeros("gram d", self.z.shape, like=x)  # D: each row's summed dz
 
     def local(self, step_rows: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Rows of the training tensor as rows of the stacked blocks, flattened: client ``c``'s row ``r`` is
