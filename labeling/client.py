@@ -8,6 +8,7 @@ server restart is replaced by a fresh one.
 
 from __future__ import annotations
 
+import ssl
 import time
 import uuid
 from typing import Any
@@ -45,7 +46,9 @@ class LabelingClient:
 
     def __init__(self, url: str, *, auth: tuple[str, str] | None = None, timeout: float = 30.0,
                  retry_for: float = 0.0, verify: bool | str = True) -> None:
-        self.http = httpx.Client(base_url=url, auth=auth, timeout=timeout, verify=verify)
+        # a path is a CA file (a lab's self-signed certificate); httpx wants it as an SSL context
+        context = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        self.http = httpx.Client(base_url=url, auth=auth, timeout=timeout, verify=context)
         self.retry_for = retry_for  # seconds to keep retrying a write whose reply was lost (0: no retries)
         self.token: str | None = None
         self.retries = 0  # writes sent again after a lost reply (for reports)

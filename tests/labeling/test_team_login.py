@@ -7,6 +7,7 @@ import os
 import pty
 import select
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -142,7 +143,8 @@ def test_tls(tmp_path: Path, faces: Path, server_factory, certificate) -> None:
                       users=Users.from_passwords({"alice": "s3cret"}), suggestions=False, progress=False)
     server = server_factory(app, ssl_certfile=str(cert), ssl_keyfile=str(key))
     assert server.url.startswith("https://127.0.0.1:")
-    with api_session(server.url, timeout=30, verify=str(cert), auth=("alice", "s3cret")) as http:
+    context = ssl.create_default_context(cafile=str(cert))
+    with api_session(server.url, timeout=30, verify=context, auth=("alice", "s3cret")) as http:
         r = http.post("/labeling/api/save", json={"item_id": "seed0000001", "labels": {"pose": 1}})
         assert r.status_code == 200, r.text
         assert http.get("/").status_code == 200
