@@ -4,9 +4,9 @@ A run is a regime, a seed and optional config changes (a grid point). The runner
 round at a time through ``Simulation.run(r)``, scores every evaluated round with the suite's score, and, with a
 checkpoint directory, keeps each part's checkpoint and the scores so far (``scores.json``) after every round:
 a suite killed at any point and run again resumes to the same rows. A run that diverges is recorded as such
-(its row says so) and the other runs go on. Compatible runs (same rounds, evaluation rounds, threads, device)
-train together in one :class:`~fedmtl.Lockstep` (``batch_runs`` at a time): one stacked computation, each run
-still its own, with the result it has alone.
+(its row says so) and the other runs go on. A regime's runs (its seeds and grid points; same rounds, evaluation
+rounds, threads, device) train together in one :class:`~fedmtl.Lockstep` (``batch_runs`` at a time): one stacked
+computation, each run still its own, with the result it has alone.
 """
 
 from __future__ import annotations

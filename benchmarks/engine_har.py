@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-import fedmtl.gram
 from benchmark.har import HarSuiteConfig, har_workload
 from benchmark.regimes import REGIMES
 from benchmark.runner import layer_spec
@@ -22,22 +21,15 @@ __all__ = ["run"]
 
 
 def _round_seconds(workload: Any, backend: str, threads: int, repeats: int, gram: bool = True) -> float:
-    """Seconds per round; ``gram=False`` keeps every client's input layer on the direct path (the rule's cost
-    ratio set to 0), the baseline the Gram path is measured against."""
-    ratio = fedmtl.gram.MAX_COST_RATIO
-    fedmtl.gram.MAX_COST_RATIO = ratio if gram else 0.0
-    try:
-        return _timed(workload, backend, threads, repeats)
-    finally:
-        fedmtl.gram.MAX_COST_RATIO = ratio
-
-
-def _timed(workload: Any, backend: str, threads: int, repeats: int) -> float:
+    """Seconds per round; ``gram=False`` keeps every client's input layer on the direct path (the stacked
+    backend's ``gram_max_ratio`` set to 0), the baseline the Gram path is measured against."""
     torch.set_num_threads(threads)
     regime = REGIMES["mtfl"]
     config = workload.base.replace(backend=backend, threads=threads, seed=0)
     sim = Simulation(mlp(workload.data.sizes, seed=0), layer_spec(regime, len(workload.data.sizes) - 1),
                      Federation(workload.data.clients), config)
+    if not gram:
+        sim.backend.gram_max_ratio = 0.0
     return seconds_per_call(sim.step, warmup=1, repeats=repeats)
 
 

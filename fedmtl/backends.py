@@ -14,7 +14,6 @@ All three consume the same :class:`~fedmtl.schedule.BatchSchedule`, so they foll
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,10 +72,6 @@ def _per_client(coef: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return coef.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _pick(stacks: Params, clients: torch.Tensor) -> Params:
-    return {n: t.index_select(0, clients) for n, t in stacks.items()}
-
-
 def _step_factors(sgd: LocalSGD, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-client learning rate and momentum that freeze clients which have finished their steps."""
     act = active.float().view(-1, 1, 1)
@@ -87,6 +82,10 @@ class StackedMLP:
     """Batched matmuls over stacked client weights with a hand-written backward and fused in-place SGD."""
 
     name = "stacked"
+
+    # The Gram path (fedmtl.gram) is taken by a client whose input layer costs at most this fraction of the direct
+    # path's FLOPs there; 0 switches it off (the baseline it is measured against).
+    gram_max_ratio = gram_path.MAX_COST_RATIO
 
     def __init__(self, head: nn.Sequential) -> None:
         self.layers: list[tuple[str, str]] = []
@@ -131,66 +130,57 @@ class StackedMLP:
     def train(self, params: Params, x: torch.Tensor, y: torch.Tensor, schedule: BatchSchedule, sgd: LocalSGD) -> None:
         """Clients whose input layer is cheaper through their Gram matrix (:mod:`fedmtl.gram`) and the others
         train as two stacks; a client's path depends only on its own sizes, never on its stack-mates."""
-        gram = self._gram_clients(schedule, sgd)
-        if not bool(gram.any()) or bool(gram.all()):
-            self._train(params, x, y, schedule, sgd, gram=bool(gram.any()))
-            return
-        for part, use in ((gram, True), (~gram, False)):
-            idx = part.nonzero().squeeze(1)
-            sub = dataclasses.replace(sgd, buffers=_pick(sgd.buffers, idx), prox=_pick(sgd.prox, idx),
-                                      anchors=_pick(sgd.anchors, idx))
-            active = schedule.active[:, idx]
-            steps = int(active.sum(0).max())
-            work = _pick(params, idx)
-            self._train(work, x, y, BatchSchedule(schedule.rows[:steps, idx], schedule.weight[:steps, idx],
-                                                  active[:steps]), sub, gram=use)
-            for n in sgd.update:
-                params[n][idx] = work[n]
-                if n in sgd.buffers:
-                    sgd.buffers[n][idx] = sub.buffers[n]
+        first, count = gram_path.client_spans(schedule.rows, schedule.weight > 0)
+        gram = self._gram_clients(count, schedule, sgd)
+        for use, part in ((True, gram), (False, ~gram)):
+            if bool(part.any()):
+                self._train(params, x, y, schedule, sgd, part.nonzero().squeeze(1),
+                            (first, count) if use else None)
 
-    def _gram_clients(self, schedule: BatchSchedule, sgd: LocalSGD) -> torch.Tensor:
-        """Per client, whether its input layer takes the Gram path: plain SGD on it, and :func:`fedmtl.gram.pays`."""
+    def _gram_clients(self, rows: torch.Tensor, schedule: BatchSchedule, sgd: LocalSGD) -> torch.Tensor:
+        """Per client (``rows``: its span), whether its input layer takes the Gram path: plain SGD on it, and
+        :func:`fedmtl.gram.pays`."""
         w = self.layers[0][0]
         clients = schedule.rows.shape[1]
-        if sgd.momentum != 0.0 or (w in sgd.prox and bool((sgd.prox[w] != 0).any())) or not clients:
+        if sgd.momentum != 0.0 or (w in sgd.prox and bool((sgd.prox[w] != 0).any())):
             return torch.zeros(clients, dtype=torch.bool)
-        _, rows = gram_path.client_spans(schedule.rows, schedule.weight > 0)
-        steps = schedule.client_steps()
-        fan_in, fan_out = self.sizes[0], self.sizes[1]
-        trains = w in sgd.update
-        return torch.tensor([gram_path.pays(int(n), int(s), schedule.rows.shape[2], fan_in, fan_out, trains)
-                             for n, s in zip(rows.tolist(), steps.tolist(), strict=True)], dtype=torch.bool)
+        fan_in, fan_out, trains = self.sizes[0], self.sizes[1], w in sgd.update
+        return torch.tensor([gram_path.pays(int(n), int(s), schedule.rows.shape[2], fan_in, fan_out, trains,
+                                            self.gram_max_ratio)
+                             for n, s in zip(rows.tolist(), schedule.client_steps().tolist(), strict=True)],
+                            dtype=torch.bool)
 
     def client_workspace_bytes(self, rows: int, steps: int, batch: int) -> int:
         """A stacked client's temporaries beyond its model when it takes the Gram path, for memory plans."""
-        if not gram_path.pays(rows, steps, batch, self.sizes[0], self.sizes[1], True):
+        if not gram_path.pays(rows, steps, batch, self.sizes[0], self.sizes[1], True, self.gram_max_ratio):
             return 0
         return gram_path.stack_bytes(rows, self.sizes[1])
 
     def _train(self, params: Params, x: torch.Tensor, y: torch.Tensor, schedule: BatchSchedule, sgd: LocalSGD,
-               *, gram: bool) -> None:
-        """Clients are ordered by their number of steps (longest first), so the clients still training at any
-        step are a prefix of the stack: each step computes on ``[:k]`` views and wastes nothing on clients that
-        have already finished, and every update is a plain scalar-lr in-place op. With ``gram`` the input
-        layer's forward and update go through :class:`fedmtl.gram.InputGram`."""
-        steps = schedule.client_steps()
-        order = torch.argsort(steps, descending=True, stable=True)
-        identity = bool((order == torch.arange(len(order), device=order.device)).all())
+               clients: torch.Tensor, spans: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """The stack's ``clients``, ordered by their number of steps (longest first), so the clients still training
+        at any step are a prefix of the stack: each step computes on ``[:k]`` views and wastes nothing on clients
+        that have already finished, and every update is a plain scalar-lr in-place op. With ``spans`` (each
+        client's first row and row count) the input layer's forward and update go through
+        :class:`fedmtl.gram.InputGram`."""
+        steps = schedule.client_steps()[clients]
+        order = clients[torch.argsort(steps, descending=True, stable=True)]
+        identity = len(order) == len(schedule.active[0]) and bool(
+            (order == torch.arange(len(order), device=order.device)).all())
         moved = [params, sgd.buffers, sgd.anchors, sgd.prox]
         work = moved if identity else [{n: t.index_select(0, order) for n, t in d.items()} for d in moved]
         p, buffers, anchors, prox = work
-        rows, weight = schedule.rows[:, order], schedule.weight[:, order]
-        active_count = schedule.active.sum(1).tolist()
+        taken = int(steps.max())  # later steps are padding for other clients
+        rows, weight = schedule.rows[:taken, order], schedule.weight[:taken, order]
+        active_count = schedule.active[:taken, order].sum(1).tolist()
         update = set(sgd.update)
         last = len(self.layers) - 1
         w0, b0 = self.layers[0]
         valid = weight > 0
         inputs_gram = None
-        if gram:
-            first, count = gram_path.client_spans(rows, valid)
-            inputs_gram = gram_path.InputGram(x, first, count, p[w0], sgd.lr, w0 in update, self._grams,
-                                              self._scratch)
+        if spans is not None:
+            inputs_gram = gram_path.InputGram(x, spans[0][order], spans[1][order], p[w0], sgd.lr, w0 in update,
+                                              self._grams, self._scratch)
         plain = sgd.momentum == 0.0 and not any(n in prox for n in update)
         views: dict[str, torch.Tensor] = {}
         view_k = -1
@@ -265,7 +255,6 @@ class StackedMLP:
         if mu is not None:
             buf.addcmul_(self._pull(param, anchors[name][:k]), mu)
         param.add_(buf, alpha=-sgd.lr)
-
 
     def _pull(self, param: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
         """``param - anchor`` in a reused buffer (:mod:`fedmtl.scratch`: a fresh weight-stack-sized tensor per step

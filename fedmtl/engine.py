@@ -224,13 +224,13 @@ class Simulation:
         aggregator = sum(4 * size * (n if getattr(agg, "keeps_all_updates", False) else 3) for agg, size, n in scopes)
         data = sum(t.numel() * t.element_size() for t in (self.x_train, self.y_train, self.x_test, self.y_test))
         model = client
-        steps = self._local_steps(int(self.server.roster.n_train.max()) if len(self.server.roster) else 0)
+        rows = int(self.server.roster.n_train.max()) if len(self.server.roster) else 0  # the largest client's
+        steps = self._local_steps(rows)
         if self._groups_pay(steps) and (self.names[LayerType.COMMON] or self.names[LayerType.TASK]):
             # no per-client model: factors, activations and the personal layers
             client = self.backend.grouped_client_bytes(steps, cfg.batch_size) + 2 * _nbytes(
                 {n: native[n] for n in self.names[LayerType.PERSONAL]})
-        else:  # a stacked client's temporaries beyond its model (the Gram path's rows, pre-activations, Gram)
-            rows = int(self.server.roster.n_train.max()) if len(self.server.roster) else 0
+        else:  # a stacked client's temporaries beyond its model (the Gram path's pre-activations, Gram)
             client += getattr(self.backend, "client_workspace_bytes", lambda *a: 0)(rows, steps, cfg.batch_size)
         workspace = getattr(self.backend, "workspace_bytes", lambda batch: 0)(cfg.batch_size)
         fixed = _nbytes(self.server.common) + _nbytes(self.server.task) + aggregator + data + workspace

@@ -35,15 +35,17 @@ MAX_ROWS = 4096
 MAX_COST_RATIO = 0.5
 
 
-def pays(rows: int, steps: int, batch: int, fan_in: int, fan_out: int, trains: bool) -> bool:
-    """Whether a client with ``rows`` training rows and ``steps`` local steps takes the Gram path."""
+def pays(rows: int, steps: int, batch: int, fan_in: int, fan_out: int, trains: bool,
+         max_ratio: float = MAX_COST_RATIO) -> bool:
+    """Whether a client with ``rows`` training rows and ``steps`` local steps takes the Gram path: its cost is at
+    most ``max_ratio`` of the direct path's."""
     if rows <= 0 or steps <= 0 or rows > MAX_ROWS:
         return False
     if not trains:  # a frozen input layer: Z = X W once, every step a gather
-        return rows * fan_in * fan_out <= MAX_COST_RATIO * steps * batch * fan_in * fan_out
+        return rows * fan_in * fan_out <= max_ratio * steps * batch * fan_in * fan_out
     gram = 4 * rows * fan_in * fan_out + 2 * steps * rows * batch * fan_out
     direct = 4 * steps * batch * fan_in * fan_out
-    return gram <= MAX_COST_RATIO * direct
+    return gram <= max_ratio * direct
 
 
 def stack_bytes(rows: int, fan_out: int) -> int:

@@ -7,6 +7,8 @@ need a temporary of the same size every step take it from here instead.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["Scratch"]
@@ -19,9 +21,7 @@ class Scratch:
         self._buffers: dict[str, torch.Tensor] = {}
 
     def get(self, name: str, shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        count = 1
-        for n in shape:
-            count *= n
+        count = math.prod(shape)
         buf = self._buffers.get(name)
         if buf is None or buf.numel() < count or buf.dtype != like.dtype or buf.device != like.device:
             buf = self._buffers[name] = like.new_empty(count)

@@ -73,17 +73,12 @@ def cue_scores(face: FaceView) -> np.ndarray:
     opening = float(np.linalg.norm(inner[2:5].mean(axis=0) - inner[5:8].mean(axis=0)))
     width = max(float(np.linalg.norm(points[54] - points[48])), 1.0)
     size = (rgb.shape[1], rgb.shape[0])
-    mouth, face_mask = Image.new("L", size, 0), Image.new("L", size, 0)
-    ImageDraw.Draw(mouth).polygon([tuple(p) for p in inner], fill=1)
-    ImageDraw.Draw(face_mask).polygon([tuple(p) for p in points[0:17]], fill=1)
-    inside, on_face = np.asarray(mouth, dtype=bool), np.asarray(face_mask, dtype=bool)
+    inside, on_face = _polygon_mask(inner, size), _polygon_mask(points[0:17], size)
     whiteness = 0.0
     if inside.sum() >= 4:
         face_px = rgb[on_face] if on_face.sum() >= 16 else rgb.reshape(-1, 3)
         reference = float(np.median(face_px.max(axis=1) / 255.0))
-        pixels = rgb[inside].astype(np.float64) / 255.0
-        value, low = pixels.max(axis=1), pixels.min(axis=1)
-        saturation = np.where(value > 0, (value - low) / np.maximum(value, 1e-9), 0)
+        value, saturation = _value_saturation(rgb[inside].astype(np.float64) / 255.0)
         whiteness = float(((value > 0.5 * reference) & (saturation < 0.35)).mean())
     return np.array([offset, whiteness, opening / width])
 
@@ -92,6 +87,12 @@ def _polygon_mask(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     mask = Image.new("L", size, 0)
     ImageDraw.Draw(mask).polygon([tuple(p) for p in points], fill=1)
     return np.asarray(mask, dtype=bool)
+
+
+def _value_saturation(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HSV value and saturation of ``[n, 3]`` RGB pixels in [0, 1]."""
+    value, low = pixels.max(axis=1), pixels.min(axis=1)
+    return value, np.where(value > 0, (value - low) / np.maximum(value, 1e-9), 0)
 
 
 def mouth_stats(face: FaceView) -> np.ndarray:
@@ -111,8 +112,7 @@ def mouth_stats(face: FaceView) -> np.ndarray:
     for region in (points[60:68], points[48:60]):
         inside = _polygon_mask(region, size)
         pixels = rgb[inside].astype(np.float64) / 255.0 if inside.sum() >= 4 else np.zeros((1, 3))
-        value, low = pixels.max(axis=1), pixels.min(axis=1)
-        saturation = np.where(value > 0, (value - low) / np.maximum(value, 1e-9), 0)
+        value, saturation = _value_saturation(pixels)
         out += [float(value.mean()) / reference, float(value.std()), float(saturation.mean()),
                 float(((value > 0.6 * reference) & (saturation < 0.3)).mean()),
                 float(((value > 0.8 * reference) & (saturation < 0.25)).mean()),
