@@ -631,9 +631,8 @@ def serve_forever(server: Server, app: LabelingApp | None = None) -> StopSignal 
     """Block until Ctrl-C or SIGTERM (or the thread ends), then stop the server and the app's background work.
 
     The first line on stderr says which signal stopped the server and which process sent it: seen from its
-    clients, a server stopped from outside is one that drops a just-accepted connection without a reply and then
-    refuses the next, the symptom of issue 11's dropped first connection. Returns that signal (None: the thread
-    ended)."""
+    clients, a server stopped from outside drops a just-accepted connection without a reply and then refuses the
+    next, as a crashed one does. Returns that signal (None: the thread ended)."""
     stop_on_signals()
     main = threading.current_thread() is threading.main_thread()
     stopped: StopSignal | None = None

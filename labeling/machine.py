@@ -8,7 +8,6 @@ people were shown.
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 
 from labeling.attributes import CANT_TELL
@@ -30,7 +29,6 @@ class MachineSuggestions:
         self.sources = {a: s for a, s in source_names().items() if a in store.attributes.names}
         self.attributes = tuple(self.sources)
         self.failures = 0
-        self._lock = threading.Lock()
         try:  # fail early, with the one-line reason, rather than on the first face
             check_model_files()
         except LabelingError as exc:
@@ -44,8 +42,7 @@ class MachineSuggestions:
         missing = tuple(a for a, s in self.sources.items() if (s, a) not in have)
         if missing:
             try:
-                with self._lock:  # one face at a time: dlib's models are shared by the request and prefetch threads
-                    fresh = predict_image(path, missing)
+                fresh = predict_image(path, missing)  # the request and prefetch threads at once: the models guard
             except Exception as exc:  # a face the models cannot handle just gets no suggestion
                 if not self.failures:
                     print(f"machine suggestions failed on {item_id} ({type(exc).__name__}: {exc}); such faces get "

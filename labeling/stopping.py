@@ -2,8 +2,9 @@
 
 A server stopped from outside looks, from its clients, like a server that dropped their connections: an idle or
 just-accepted connection is closed without a reply ("Server disconnected without sending a response") and the next
-one is refused. That is what the dropped first connection of issue 11 looked like. So the server says on
-stderr which signal stopped it and which process sent it: the signals are blocked in every thread (block them
+one is refused. A crash looks the same (issue 11's dropped first connection was one: see
+``labeling.sources.faceview``), so the server tells the two apart: it says on stderr which signal stopped it and
+which process sent it: the signals are blocked in every thread (block them
 before the server's threads start; threads inherit the mask) and the main thread takes them with
 ``sigtimedwait``, whose ``si_pid`` names the sender. A Python handler alone could not tell.
 

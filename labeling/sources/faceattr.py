@@ -40,6 +40,8 @@ __all__ = ["FEATURE_GROUPS", "DESCRIPTOR_MEMO", "DescriptorMemoInfo", "cue_score
 FEATURE_GROUPS = ("geometry", "cues", "chip", "eyes", "embedding", "mouth")
 TUNED_FILE = Path(__file__).with_name("tuned.json")
 _LOCK = threading.Lock()
+# dlib's networks keep each layer's output inside the network object, so one thread at a time runs the shared one.
+_EMBEDDING = threading.Lock()
 _MODELS: dict[str, object] = {}
 # Descriptors kept per process (1 KB each), least recently used dropped first: the default dataset's build labels
 # its faces and then extracts their features in one process, and both need every face's descriptor.
@@ -163,7 +165,9 @@ def face_descriptor(face: FaceView) -> np.ndarray:
             _DESCRIPTORS.move_to_end(key)
             _MEMO_COUNTS["hits"] += 1
             return known.copy()
-    value = np.asarray(_embedder().compute_face_descriptor(face.rgb, face.shape5), dtype=np.float64)
+    embedder = _embedder()
+    with _EMBEDDING:
+        value = np.asarray(embedder.compute_face_descriptor(face.rgb, face.shape5), dtype=np.float64)
     with _LOCK:
         _MEMO_COUNTS["misses"] += 1
         _DESCRIPTORS[key] = value

@@ -3,6 +3,12 @@
 Generated faces are 64 px; dlib's HOG detector finds too few faces that small, so each face is upscaled to 256 px
 first. Where the detector still finds none, the usual face box of an aligned, centred crop is used instead, so
 every face gets landmarks; ``found`` records which it was (sources lower their confidence for fixed-box faces).
+
+The models are loaded once per process and shared by every thread (the app's request and prefetch threads).
+dlib documents its shape predictors as safe to share, but not the detector: its HOG scanner keeps the image
+pyramid of the call in progress inside the object, and the call releases the GIL. Two threads in it at once got
+wrong boxes on 11% of calls here and sometimes killed the process with SIGSEGV (the dropped first connection of
+issue 11: ``labeling serve`` crashed while answering its first request), so detection holds ``_DETECTING``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ UPSCALED = 256
 FIXED_BOX = (0.16, 0.2, 0.84, 0.92)
 
 _MODELS: dict[str, object] = {}
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # loading the models
+_DETECTING = threading.Lock()  # one thread at a time in the detector (see the module's docstring)
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,8 @@ def view_face(path: str | Path) -> FaceView:
 
     models = _models()
     rgb = load_rgb(path)
-    faces = models["detector"](rgb, 0)
+    with _DETECTING:
+        faces = models["detector"](rgb, 0)
     if len(faces):
         rect = max(faces, key=lambda r: r.area())
     else:

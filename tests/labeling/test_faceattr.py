@@ -12,6 +12,7 @@ from labeling.fixtures import make_faces
 from labeling.sources.faceattr import (
     FEATURE_GROUPS,
     classifier_probability,
+    cue_scores,
     descriptor_memo_info,
     face_descriptor,
     face_features,
@@ -50,6 +51,34 @@ def test_mouth_stats_tell_white_teeth_from_a_dark_open_mouth():
     assert teeth[2] < 0.2 < dark[2]  # grey-white teeth are unsaturated
     assert teeth[6] == pytest.approx(dark[6]) and teeth[6] > 0  # the same lips, the same area
     assert np.array_equal(face_features(_drawn((240, 240, 235)), ("mouth",))["mouth"], teeth)
+
+
+def _points(nose_x: float) -> np.ndarray:
+    """68 landmarks: eyes 56 px apart at y=100, nose tip at ``nose_x``, inner lips a box around (128, 180)."""
+    points = np.zeros((68, 2))
+    points[36:42] = (100, 100)
+    points[42:48] = (156, 100)
+    points[30] = (nose_x, 140)
+    points[60:68] = [(110, 175), (128, 172), (146, 175), (150, 180), (146, 186), (128, 189), (110, 186), (106, 180)]
+    return points
+
+
+def test_cues_read_pose_and_teeth_from_landmark_geometry() -> None:
+    dark = np.full((256, 256, 3), 60, dtype=np.uint8)
+    white = dark.copy()
+    white[170:192, 100:156] = (235, 235, 230)
+    dark[170:192, 100:156] = (110, 30, 40)  # lips and mouth cavity: red
+    front, teeth, _ = cue_scores(FaceView(white, True, None, _points(128)))
+    side, no_teeth, _ = cue_scores(FaceView(dark, True, None, _points(128 + 25)))
+    assert front == pytest.approx(0.0) and side == pytest.approx(25 / 56)
+    assert teeth > 0.95 and no_teeth == 0.0
+
+
+def test_prepared_drawn_faces_show_their_teeth(tmp_path: Path) -> None:
+    """Detection (or the fixed box) and both landmark sets on the fixture faces, read through the teeth cue."""
+    for record in make_faces(tmp_path, 12):
+        whiteness = cue_scores(view_face(tmp_path / record["file"]))[1]
+        assert int(whiteness >= 0.15) == record["truth"]["teeth"], record
 
 
 def test_every_shipped_classifier_reads_groups_that_exist_with_the_widths_it_was_fitted_on(tmp_path: Path):

