@@ -1,0 +1,53 @@
+"""Machine suggestions asked for by several threads at once, as the app's request, prefetch and UI threads do."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+from labeling import LabelStore, load_catalog
+from labeling.fixtures import make_faces
+from labeling.machine import MachineSuggestions
+from labeling.provenance import is_model
+
+THREADS = 4
+
+
+def test_threads_asking_at_once_get_one_threads_answers_and_each_label_is_stored_once(tmp_path: Path) -> None:
+    make_faces(tmp_path / "faces", 16)
+    catalog = load_catalog(tmp_path / "faces", progress=False)
+    ids = catalog.ids()
+
+    def suggestions(name: str) -> MachineSuggestions:
+        store = LabelStore(tmp_path / name)
+        store.add_items(ids)
+        notices: list[str] = []
+        machine = MachineSuggestions(store, notices)
+        assert machine.attributes and not notices, notices
+        return machine
+
+    alone = suggestions("alone.sqlite")
+    expected = {i: alone.for_item(i, catalog.items[i].path) for i in ids}
+    shared = suggestions("threads.sqlite")
+    start, got, errors = threading.Barrier(THREADS), [], []
+
+    def ask(k: int) -> None:
+        try:
+            start.wait()
+            for i in ids[k:] + ids[:k]:  # each thread starts at another face
+                got.append((i, shared.for_item(i, catalog.items[i].path)))
+        except Exception as exc:  # noqa: BLE001 - reported below with the thread's number
+            errors.append(f"thread {k}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and shared.failures == 0, errors
+    assert len(got) == THREADS * len(ids)
+    assert [i for i, answer in got if answer != expected[i]] == []
+    stored = Counter((lab.item_id, lab.annotator, lab.attribute) for i in ids
+                     for lab in shared.store.item_labels(i) if is_model(lab.annotator))
+    assert len(stored) == len(ids) * len(shared.attributes) and set(stored.values()) == {1}
