@@ -1,8 +1,10 @@
-"""Fixtures for the labelling tests: tiny real face PNGs, a store over them, servers that stop by themselves."""
+"""Fixtures for the labelling tests: tiny real face PNGs, a store over them, servers that stop by themselves,
+threads released together."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,28 @@ def server_factory() -> Iterator:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def together() -> Callable[[Callable[[int], None], int], None]:
+    """``together(work, n)`` runs ``work(k)`` for k = 0..n-1 in n threads released at the same moment; what any
+    thread raised fails the test, with the thread's number."""
+
+    def run(work: Callable[[int], None], n: int) -> None:
+        start, errors = threading.Barrier(n), []
+
+        def body(k: int) -> None:
+            try:
+                start.wait()
+                work(k)
+            except Exception as exc:  # noqa: BLE001 - reported below with the thread's number
+                errors.append(f"thread {k}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=body, args=(k,)) for k in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+
+    return run

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from labeling.fixtures import make_faces
@@ -18,29 +17,19 @@ def _answer(face: FaceView) -> tuple:
     return face.found, shape5, face.points68.tobytes()
 
 
-def test_threads_preparing_faces_at_once_get_what_one_thread_gets(tmp_path: Path) -> None:
+def test_threads_preparing_faces_at_once_get_what_one_thread_gets(tmp_path: Path, together) -> None:
     """Issue 11's dropped first connection: the shared detector run by two threads at once gave wrong boxes and
     sometimes SIGSEGV. Each thread here prepares all faces several times, starting together, in different orders."""
     paths = [tmp_path / r["file"] for r in make_faces(tmp_path, 20)]
     alone = [_answer(view_face(p)) for p in paths]
     assert 0 < sum(found for found, _, _ in alone) < len(paths)  # both the detector's boxes and the fixed box
-    start, wrong, errors = threading.Barrier(THREADS), [], []
+    wrong: list[str] = []
 
     def prepare(k: int) -> None:
-        try:
-            start.wait()
-            for n in range(PASSES * len(paths)):
-                i = (k * 7 + n * (k + 1)) % len(paths)
-                if _answer(view_face(paths[i])) != alone[i]:
-                    wrong.append(paths[i].name)
-        except Exception as exc:  # noqa: BLE001 - reported below with the thread's number
-            errors.append(f"thread {k}: {type(exc).__name__}: {exc}")
+        for n in range(PASSES * len(paths)):
+            i = (k * 7 + n * (k + 1)) % len(paths)
+            if _answer(view_face(paths[i])) != alone[i]:
+                wrong.append(paths[i].name)
 
-    threads = [threading.Thread(target=prepare, args=(k,)) for k in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    together(prepare, THREADS)
     assert not wrong, f"{len(wrong)} of {THREADS * PASSES * len(paths)} faces prepared differently in threads"
-

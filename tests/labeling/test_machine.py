@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +13,8 @@ from labeling.provenance import is_model
 THREADS = 4
 
 
-def test_threads_asking_at_once_get_one_threads_answers_and_each_label_is_stored_once(tmp_path: Path) -> None:
+def test_threads_asking_at_once_get_one_threads_answers_and_each_label_is_stored_once(tmp_path: Path,
+                                                                                       together) -> None:
     make_faces(tmp_path / "faces", 16)
     catalog = load_catalog(tmp_path / "faces", progress=False)
     ids = catalog.ids()
@@ -30,23 +30,14 @@ def test_threads_asking_at_once_get_one_threads_answers_and_each_label_is_stored
     alone = suggestions("alone.sqlite")
     expected = {i: alone.for_item(i, catalog.items[i].path) for i in ids}
     shared = suggestions("threads.sqlite")
-    start, got, errors = threading.Barrier(THREADS), [], []
+    got = []
 
     def ask(k: int) -> None:
-        try:
-            start.wait()
-            for i in ids[k:] + ids[:k]:  # each thread starts at another face
-                got.append((i, shared.for_item(i, catalog.items[i].path)))
-        except Exception as exc:  # noqa: BLE001 - reported below with the thread's number
-            errors.append(f"thread {k}: {type(exc).__name__}: {exc}")
+        for i in ids[k:] + ids[:k]:  # each thread starts at another face
+            got.append((i, shared.for_item(i, catalog.items[i].path)))
 
-    threads = [threading.Thread(target=ask, args=(k,)) for k in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and shared.failures == 0, errors
-    assert len(got) == THREADS * len(ids)
+    together(ask, THREADS)
+    assert shared.failures == 0 and len(got) == THREADS * len(ids)
     assert [i for i, answer in got if answer != expected[i]] == []
     stored = Counter((lab.item_id, lab.annotator, lab.attribute) for i in ids
                      for lab in shared.store.item_labels(i) if is_model(lab.annotator))
