@@ -115,8 +115,11 @@ class LabelingApp:
         return self._order
 
     def close(self) -> None:
-        """Drop queued suggestion prefetches so a stopping server exits at once instead of finishing them."""
+        """Stop the background work: queued suggestion prefetches are dropped, so a stopping server exits at once
+        instead of finishing them, and a running refit is waited for. The refit thread is a daemon: left running,
+        it met the interpreter's shutdown (a refit importing scikit-learn then printed a traceback)."""
         self._prefetcher.shutdown(wait=False, cancel_futures=True)
+        self.wait_for_refit()
         if self.stage is not None:
             self.stage.close()
 

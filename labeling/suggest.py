@@ -72,8 +72,6 @@ class ActiveLearner:
 
     def fit(self, store: LabelStore) -> bool:
         """Refit on the store's current labels; returns False (and keeps the old models) if another fit runs."""
-        from sklearn.linear_model import LogisticRegression
-
         if not self._lock.acquire(blocking=False):
             return False
         try:
@@ -85,6 +83,8 @@ class ActiveLearner:
                 counts = np.bincount([v for _, v in pairs], minlength=len(attribute.values))
                 if (counts >= self.min_per_class).sum() < 2:
                     continue
+                from sklearn.linear_model import LogisticRegression  # only once there is something to learn
+
                 x = np.stack([self.features[item] for item, _ in pairs])
                 y = np.array([v for _, v in pairs])
                 models[attribute.name] = LogisticRegression(C=1.0, solver="liblinear").fit(x, y)

@@ -119,6 +119,7 @@ def test_first_connection_is_answered_on_every_start(tmp_path: Path, faces: Path
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
         assert code == 0, f"start {k}: serve exited with {code} after SIGINT\n{log.read_text()[-3000:]}"
+        assert "Traceback" not in log.read_text(), f"start {k}:\n{log.read_text()[-3000:]}"
         stops = [stop.partition(" (")[0] for stop in _stops(log)]  # without the sender's command line
         assert stops == [f"labeling: stopping on SIGINT from pid {os.getpid()}"], log.read_text()[-3000:]
     assert not failures, f"{len(failures)} of {STARTS} first connections failed: {failures}"
