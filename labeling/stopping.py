@@ -4,9 +4,9 @@ A server stopped from outside looks, from its clients, like a server that droppe
 just-accepted connection is closed without a reply ("Server disconnected without sending a response") and the next
 one is refused. A crash looks the same (issue 11's dropped first connection was one: see
 ``labeling.sources.faceview``), so the server tells the two apart: it says on stderr which signal stopped it and
-which process sent it: the signals are blocked in every thread (block them
-before the server's threads start; threads inherit the mask) and the main thread takes them with
-``sigtimedwait``, whose ``si_pid`` names the sender. A Python handler alone could not tell.
+which process sent it: the signals are blocked in every thread (block them before the server's threads start;
+threads inherit the mask) and the main thread takes them with ``sigtimedwait``, whose ``si_pid`` names the sender. A
+Python handler alone could not tell.
 
 ``labeling serve`` blocks them before it starts any thread (``python -m labeling serve`` even before its imports:
 numpy's BLAS starts a thread at import), so every thread inherits the mask and a signal sent at any moment waits,
