@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from fedmtl.gram import pays
+from fedmtl.gram import path_flops, pays
 
 __all__ = ["executed_mlp_flops", "stacked_round_flops", "matmul_flops", "matmul_flops_per_cpu_second",
            "seconds_per_call"]
@@ -54,9 +54,9 @@ def stacked_round_flops(sizes: tuple[int, ...] | list[int], rows: Sequence[int],
     total = 0
     for n, s, gram in zip(rows, steps, on, strict=True):
         samples = n * epochs
-        first = 4 * fan_in * fan_out * samples
+        first = 4 * fan_in * fan_out * samples  # the direct path, counted in real samples as executed_mlp_flops
         total += executed_mlp_flops(sizes, samples) - first
-        total += 4 * n * fan_in * fan_out + 2 * s * width * batch * fan_out if gram else first
+        total += path_flops(n, s, batch, fan_in, fan_out, width=width)[0] if gram else first
     return total
 
 

@@ -25,7 +25,7 @@ import torch
 
 from fedmtl.scratch import Scratch
 
-__all__ = ["GramCache", "InputGram", "client_spans", "pays", "stack_bytes", "MAX_ROWS", "MAX_COST_RATIO"]
+__all__ = ["GramCache", "InputGram", "client_spans", "path_flops", "pays", "stack_bytes", "MAX_ROWS", "MAX_COST_RATIO"]
 
 # Rows per client above which the path is never taken: its cached Gram matrix (n^2 floats, 64 MiB at 4096 rows)
 # would outweigh everything else a client holds.
@@ -35,16 +35,27 @@ MAX_ROWS = 4096
 MAX_COST_RATIO = 0.5
 
 
+def path_flops(rows: int, steps: int, batch: int, fan_in: int, fan_out: int, trains: bool = True,
+               width: int | None = None) -> tuple[int, int]:
+    """A client's input-layer matmul FLOPs over one local run: (on the Gram path, on the direct path).
+
+    On the Gram path ``Z = X W`` and, when the layer trains, ``W -= lr X^T D`` once, plus per step the update of
+    the ``width`` rows of ``Z`` it keeps (its own ``rows``, or a stack's padded width); on the direct path each
+    step's batch forward and, when it trains, weight gradient. A frozen layer: ``Z = X W`` once against the
+    batches' forwards."""
+    if not trains:
+        return 2 * rows * fan_in * fan_out, 2 * steps * batch * fan_in * fan_out
+    kept = rows if width is None else width
+    return 4 * rows * fan_in * fan_out + 2 * steps * kept * batch * fan_out, 4 * steps * batch * fan_in * fan_out
+
+
 def pays(rows: int, steps: int, batch: int, fan_in: int, fan_out: int, trains: bool,
          max_ratio: float = MAX_COST_RATIO) -> bool:
     """Whether a client with ``rows`` training rows and ``steps`` local steps takes the Gram path: its cost is at
     most ``max_ratio`` of the direct path's."""
     if rows <= 0 or steps <= 0 or rows > MAX_ROWS:
         return False
-    if not trains:  # a frozen input layer: Z = X W once, every step a gather
-        return rows * fan_in * fan_out <= max_ratio * steps * batch * fan_in * fan_out
-    gram = 4 * rows * fan_in * fan_out + 2 * steps * rows * batch * fan_out
-    direct = 4 * steps * batch * fan_in * fan_out
+    gram, direct = path_flops(rows, steps, batch, fan_in, fan_out, trains)
     return gram <= max_ratio * direct
 
 
